@@ -45,15 +45,6 @@ impl Curve {
         }
     }
 
-    /// DER OID for `CKA_EC_PARAMS`.
-    pub(crate) fn params(self) -> &'static [u8] {
-        match self {
-            Curve::P256 => OID_P256,
-            Curve::P384 => OID_P384,
-            Curve::Sm2 => OID_SM2,
-        }
-    }
-
     /// Field size in bytes.
     pub(crate) fn len(self) -> usize {
         match self {
@@ -230,7 +221,6 @@ pub(crate) fn ecdsa_verify(key: &PubKey, hash: &[u8], sig: &[u8]) -> Res<()> {
 
 /// ECDH (CKD_NULL): the x coordinate of d * peer.
 pub(crate) fn ecdh(curve: Curve, d: &[u8], peer: &[u8]) -> Res<Zeroizing<Vec<u8>>> {
-    let bad = |_: elliptic_curve::Error| CKR_MECHANISM_PARAM_INVALID;
     macro_rules! dh {
         ($m:ident) => {{
             let sk = $m::SecretKey::from_slice(d).map_err(|_| CKR_KEY_HANDLE_INVALID)?;
@@ -549,12 +539,4 @@ pub(crate) fn rsa_decrypt(key: &PrivKey, scheme: &RsaEnc, data: &[u8]) -> Res<Ze
         RsaEnc::Oaep(h, m, l) => k.decrypt(oaep(*h, *m, l.clone()), data),
     };
     r.map(Zeroizing::new).map_err(|_| CKR_ENCRYPTED_DATA_INVALID)
-}
-
-/// Modulus size in bytes of an RSA key, for output-length answers.
-pub(crate) fn rsa_size(key: &PubKey) -> usize {
-    match key {
-        PubKey::Rsa(k) => k.size(),
-        _ => 0,
-    }
 }

@@ -100,16 +100,6 @@ impl Attrs {
         }
     }
 
-    /// A `CK_BBOOL` attribute: `Ok(None)` if absent,
-    /// `CKR_ATTRIBUTE_VALUE_INVALID` if not one byte.
-    pub(crate) fn bool_opt(&self, t: CK_ATTRIBUTE_TYPE) -> Res<Option<bool>> {
-        match self.get(t) {
-            None => Ok(None),
-            Some([b]) => Ok(Some(*b != 0)),
-            Some(_) => Err(CKR_ATTRIBUTE_VALUE_INVALID),
-        }
-    }
-
     /// A `CK_BBOOL` attribute with a default for an absent or malformed value.
     pub(crate) fn flag(&self, t: CK_ATTRIBUTE_TYPE) -> bool {
         matches!(self.get(t), Some([b]) if *b != 0)

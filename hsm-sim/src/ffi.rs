@@ -807,14 +807,19 @@ macro_rules! op_update {
         /// # Safety
         /// Buffers valid for their lengths.
         #[unsafe(no_mangle)]
-        pub unsafe extern "C" fn $name(h: CK_SESSION_HANDLE, data: *mut u8, dl: CK_ULONG, _out: *mut u8, ol: CK_ULONG_PTR) -> CK_RV {
+        pub unsafe extern "C" fn $name(h: CK_SESSION_HANDLE, data: *mut u8, dl: CK_ULONG, out: *mut u8, ol: CK_ULONG_PTR) -> CK_RV {
             with(stringify!($name), |m| {
                 if ol.is_null() {
                     return Err(CKR_ARGUMENTS_BAD);
                 }
-                // SAFETY: caller buffers.
-                let d = zeroize::Zeroizing::new(unsafe { bytes(data, dl) }?);
-                m.update(h, $which, &d)?;
+                if out.is_null() {
+                    // A length query must not consume the input.
+                    m.update(h, $which, &[])?;
+                } else {
+                    // SAFETY: caller buffers.
+                    let d = zeroize::Zeroizing::new(unsafe { bytes(data, dl) }?);
+                    m.update(h, $which, &d)?;
+                }
                 // SAFETY: checked non-null.
                 unsafe { put(ol, 0) }
             })

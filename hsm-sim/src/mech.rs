@@ -258,6 +258,13 @@ const EC_FLAGS: CK_FLAGS = CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS;
 /// `(ulMinKeySize, ulMaxKeySize, flags)` for `C_GetMechanismInfo`. Key sizes
 /// are in bytes for DES/AES/SM4/generic secrets and in bits for RSA/EC/SM2.
 pub(crate) fn info(k: Mk) -> (CK_ULONG, CK_ULONG, CK_FLAGS) {
+    // why: everything runs inside the module (the "device"); OpenSC's
+    // `pkcs11-tool --test` only exercises mechanisms flagged CKF_HW.
+    let (min, max, f) = info_sw(k);
+    (min, max, f | CKF_HW)
+}
+
+fn info_sw(k: Mk) -> (CK_ULONG, CK_ULONG, CK_FLAGS) {
     use Mk::*;
     match k {
         Des2KeyGen => (16, 16, CKF_GENERATE),
