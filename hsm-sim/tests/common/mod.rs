@@ -16,11 +16,18 @@ pub const SO_PIN: &str = "so-pin-1234";
 pub const USER_PIN: &str = "user-1234";
 pub const SLOTS: usize = 48;
 
-/// Path of the cdylib: `HSM_SIM_MODULE`, else `target/<profile>/libhsm_sim.so`
-/// next to this crate (cargo builds the cdylib with the integration tests).
+/// Path of the cdylib: `HSM_SIM_MODULE`; else the `libhsm_sim.so` cargo
+/// built for this test run beside the test executable (`target/<profile>/deps`);
+/// else `target/<profile>/libhsm_sim.so`, building it if missing.
 pub fn lib_path() -> PathBuf {
     if let Some(p) = std::env::var_os("HSM_SIM_MODULE") {
         return PathBuf::from(p);
+    }
+    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(PathBuf::from)) {
+        let p = dir.join("libhsm_sim.so");
+        if p.exists() {
+            return p;
+        }
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
