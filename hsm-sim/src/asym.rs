@@ -110,11 +110,7 @@ pub(crate) fn raw_point(curve: Curve, v: &[u8]) -> Res<Vec<u8>> {
         [0x04, 0x81, l, rest @ ..] if usize::from(*l) == rest.len() => rest,
         _ => return Err(CKR_ATTRIBUTE_VALUE_INVALID),
     };
-    if inner.len() == n && inner[0] == 0x04 {
-        Ok(inner.to_vec())
-    } else {
-        Err(CKR_ATTRIBUTE_VALUE_INVALID)
-    }
+    if inner.len() == n && inner[0] == 0x04 { Ok(inner.to_vec()) } else { Err(CKR_ATTRIBUTE_VALUE_INVALID) }
 }
 
 /// A parsed private key, cached on its object.
@@ -154,8 +150,8 @@ impl PrivKey {
     /// Builds an RSA key from its components.
     pub(crate) fn rsa(n: &[u8], e: &[u8], d: &[u8], p: &[u8], q: &[u8]) -> Res<Self> {
         let b = BigUint::from_bytes_be;
-        let k = RsaPrivateKey::from_components(b(n), b(e), b(d), vec![b(p), b(q)])
-            .map_err(|_| CKR_KEY_HANDLE_INVALID)?;
+        let k =
+            RsaPrivateKey::from_components(b(n), b(e), b(d), vec![b(p), b(q)]).map_err(|_| CKR_KEY_HANDLE_INVALID)?;
         Ok(PrivKey::Rsa(Box::new(k)))
     }
 }
@@ -249,8 +245,7 @@ pub(crate) fn sm2_sign(key: &PrivKey, id: &[u8], msg: &[u8]) -> Res<Vec<u8>> {
     use ecdsa::signature::RandomizedSigner;
     let PrivKey::Sm2(sk) = key else { return Err(CKR_KEY_TYPE_INCONSISTENT) };
     let signer = sm2::dsa::SigningKey::new(distid(id)?, sk).map_err(|_| CKR_KEY_HANDLE_INVALID)?;
-    let sig: sm2::dsa::Signature =
-        signer.try_sign_with_rng(&mut OsRng, msg).map_err(|_| CKR_FUNCTION_FAILED)?;
+    let sig: sm2::dsa::Signature = signer.try_sign_with_rng(&mut OsRng, msg).map_err(|_| CKR_FUNCTION_FAILED)?;
     Ok(sig.to_bytes().to_vec())
 }
 
@@ -261,8 +256,7 @@ pub(crate) fn sm2_verify(key: &PubKey, id: &[u8], msg: &[u8], sig: &[u8]) -> Res
     if sig.len() != 64 {
         return Err(CKR_SIGNATURE_LEN_RANGE);
     }
-    let vk = sm2::dsa::VerifyingKey::from_sec1_bytes(distid(id)?, pt)
-        .map_err(|_| CKR_KEY_HANDLE_INVALID)?;
+    let vk = sm2::dsa::VerifyingKey::from_sec1_bytes(distid(id)?, pt).map_err(|_| CKR_KEY_HANDLE_INVALID)?;
     let s = sm2::dsa::Signature::from_slice(sig).map_err(|_| CKR_SIGNATURE_INVALID)?;
     vk.verify(msg, &s).map_err(|_| CKR_SIGNATURE_INVALID)
 }
@@ -329,11 +323,7 @@ pub(crate) fn sm2_decrypt(key: &PrivKey, ct: &[u8]) -> Res<Zeroizing<Vec<u8>>> {
     h.update(&xy[..32]);
     h.update(&m[..]);
     h.update(&xy[32..]);
-    if bool::from(h.finalize().as_slice().ct_eq(c3)) {
-        Ok(m)
-    } else {
-        Err(CKR_ENCRYPTED_DATA_INVALID)
-    }
+    if bool::from(h.finalize().as_slice().ct_eq(c3)) { Ok(m) } else { Err(CKR_ENCRYPTED_DATA_INVALID) }
 }
 
 /// RSA key components, big-endian.
@@ -358,15 +348,8 @@ pub(crate) fn rsa_generate(bits: usize, e: &[u8]) -> Res<RsaParts> {
     };
     let dp = k.dp().map(z).ok_or(CKR_FUNCTION_FAILED)?;
     let dq = k.dq().map(z).ok_or(CKR_FUNCTION_FAILED)?;
-    let qinv = k
-        .crt_coefficient()
-        .map(|c| Zeroizing::new(c.to_bytes_be()))
-        .ok_or(CKR_FUNCTION_FAILED)?;
-    Ok(RsaParts {
-        n: k.n().to_bytes_be(),
-        e: k.e().to_bytes_be(),
-        private: [z(k.d()), z(p), z(q), dp, dq, qinv],
-    })
+    let qinv = k.crt_coefficient().map(|c| Zeroizing::new(c.to_bytes_be())).ok_or(CKR_FUNCTION_FAILED)?;
+    Ok(RsaParts { n: k.n().to_bytes_be(), e: k.e().to_bytes_be(), private: [z(k.d()), z(p), z(q), dp, dq, qinv] })
 }
 
 /// Hash algorithms used by the RSA schemes.

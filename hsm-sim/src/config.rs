@@ -107,10 +107,8 @@ impl Config {
     /// Parses a configuration file; relative slot directories are resolved
     /// against the file's directory.
     pub fn from_file(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-        let mut cfg: Config =
-            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        let mut cfg: Config = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         for slot in &mut cfg.slots {
             if slot.dir.is_relative() {
@@ -125,9 +123,7 @@ impl Config {
 
     /// One slot, id 0, in `$HSM_SIM_DIR` or `./hsm-sim-tokens`.
     pub fn default_config() -> Self {
-        let dir = std::env::var_os(ENV_DIR)
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("hsm-sim-tokens"));
+        let dir = std::env::var_os(ENV_DIR).map(PathBuf::from).unwrap_or_else(|| PathBuf::from("hsm-sim-tokens"));
         Self {
             module: ModuleConfig::default(),
             slots: vec![SlotConfig { id: 0, label: None, dir }],
@@ -163,13 +159,9 @@ impl FaultConfig {
     /// keys as in `[faults]`, with `fail_rate.C_Name=0.5` for the map.
     pub fn apply_env(&mut self, spec: &str) -> Result<(), String> {
         for item in spec.split([';', ',']).map(str::trim).filter(|s| !s.is_empty()) {
-            let (k, v) = item
-                .split_once('=')
-                .ok_or_else(|| format!("{ENV_FAULTS}: `{item}` is not key=value"))?;
+            let (k, v) = item.split_once('=').ok_or_else(|| format!("{ENV_FAULTS}: `{item}` is not key=value"))?;
             let (k, v) = (k.trim(), v.trim());
-            let num = |v: &str| {
-                v.parse::<u64>().map_err(|_| format!("{ENV_FAULTS}: {k}={v} is not a number"))
-            };
+            let num = |v: &str| v.parse::<u64>().map_err(|_| format!("{ENV_FAULTS}: {k}={v} is not a number"));
             match k {
                 "latency_ms" => self.latency_ms = num(v)?,
                 "after_calls" => self.after_calls = num(v)?,
@@ -179,12 +171,8 @@ impl FaultConfig {
                 "while_file" => self.while_file = Some(PathBuf::from(v)),
                 "while_file_rv" => self.while_file_rv = Some(v.to_string()),
                 _ => {
-                    let f = k
-                        .strip_prefix("fail_rate.")
-                        .ok_or_else(|| format!("{ENV_FAULTS}: unknown key `{k}`"))?;
-                    let r: f64 = v
-                        .parse()
-                        .map_err(|_| format!("{ENV_FAULTS}: {k}={v} is not a number"))?;
+                    let f = k.strip_prefix("fail_rate.").ok_or_else(|| format!("{ENV_FAULTS}: unknown key `{k}`"))?;
+                    let r: f64 = v.parse().map_err(|_| format!("{ENV_FAULTS}: {k}={v} is not a number"))?;
                     self.fail_rate.insert(f.to_string(), r);
                 }
             }

@@ -55,10 +55,7 @@ impl Faults {
 
     /// Whether any fault is configured (lets the hot path skip the checks).
     pub(crate) fn active(&self) -> bool {
-        self.latency.is_some()
-            || !self.fail_rate.is_empty()
-            || self.after_calls > 0
-            || self.while_file.is_some()
+        self.latency.is_some() || !self.fail_rate.is_empty() || self.after_calls > 0 || self.while_file.is_some()
     }
 
     /// Called at the start of every entry point (except `C_GetFunctionList`,

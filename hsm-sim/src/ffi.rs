@@ -160,11 +160,9 @@ unsafe fn mechanism(m: &Module, p: CK_MECHANISM_PTR) -> Res<Mechanism> {
         }
         Layout::Ecdh1 => {
             let e: CK_ECDH1_DERIVE_PARAMS = unsafe { param(pp, pl) }?;
-            Param::Ecdh(
-                e.kdf,
-                unsafe { pbytes(e.pSharedData, e.ulSharedDataLen) }?,
-                unsafe { pbytes(e.pPublicData, e.ulPublicDataLen) }?,
-            )
+            Param::Ecdh(e.kdf, unsafe { pbytes(e.pSharedData, e.ulSharedDataLen) }?, unsafe {
+                pbytes(e.pPublicData, e.ulPublicDataLen)
+            }?)
         }
         Layout::Sp800108 => {
             let k: CK_SP800_108_KDF_PARAMS = unsafe { param(pp, pl) }?;
@@ -302,7 +300,8 @@ pub unsafe extern "C" fn C_Initialize(args: *mut std::ffi::c_void) -> CK_RV {
             if !a.pReserved.is_null() {
                 return Err(CKR_ARGUMENTS_BAD);
             }
-            let set = [a.CreateMutex.is_some(), a.DestroyMutex.is_some(), a.LockMutex.is_some(), a.UnlockMutex.is_some()];
+            let set =
+                [a.CreateMutex.is_some(), a.DestroyMutex.is_some(), a.LockMutex.is_some(), a.UnlockMutex.is_some()];
             if set.iter().any(|x| *x) && !set.iter().all(|x| *x) {
                 return Err(CKR_ARGUMENTS_BAD);
             }
@@ -445,7 +444,11 @@ pub unsafe extern "C" fn C_GetMechanismList(slot: CK_SLOT_ID, list: CK_MECHANISM
 /// # Safety
 /// `info` must be null or valid for writes.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_GetMechanismInfo(slot: CK_SLOT_ID, ty: CK_MECHANISM_TYPE, info: *mut CK_MECHANISM_INFO) -> CK_RV {
+pub unsafe extern "C" fn C_GetMechanismInfo(
+    slot: CK_SLOT_ID,
+    ty: CK_MECHANISM_TYPE,
+    info: *mut CK_MECHANISM_INFO,
+) -> CK_RV {
     with("C_GetMechanismInfo", |m| {
         let (min, max, flags) = m.mechanism_info(slot, ty)?;
         // SAFETY: `put` checks null.
@@ -488,7 +491,13 @@ pub unsafe extern "C" fn C_InitPIN(h: CK_SESSION_HANDLE, pin: *mut u8, len: CK_U
 /// # Safety
 /// PINs valid for their lengths.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_SetPIN(h: CK_SESSION_HANDLE, old: *mut u8, ol: CK_ULONG, new: *mut u8, nl: CK_ULONG) -> CK_RV {
+pub unsafe extern "C" fn C_SetPIN(
+    h: CK_SESSION_HANDLE,
+    old: *mut u8,
+    ol: CK_ULONG,
+    new: *mut u8,
+    nl: CK_ULONG,
+) -> CK_RV {
     with("C_SetPIN", |m| {
         // SAFETY: pointer/length from the caller.
         let old = zeroize::Zeroizing::new(unsafe { bytes(old, ol) }?);
@@ -505,7 +514,13 @@ pub unsafe extern "C" fn C_SetPIN(h: CK_SESSION_HANDLE, old: *mut u8, ol: CK_ULO
 /// # Safety
 /// `ph` must be null or valid for writes.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_OpenSession(slot: CK_SLOT_ID, flags: CK_FLAGS, _app: *mut std::ffi::c_void, _notify: CK_NOTIFY, ph: CK_SESSION_HANDLE_PTR) -> CK_RV {
+pub unsafe extern "C" fn C_OpenSession(
+    slot: CK_SLOT_ID,
+    flags: CK_FLAGS,
+    _app: *mut std::ffi::c_void,
+    _notify: CK_NOTIFY,
+    ph: CK_SESSION_HANDLE_PTR,
+) -> CK_RV {
     with("C_OpenSession", |m| {
         if ph.is_null() {
             return Err(CKR_ARGUMENTS_BAD);
@@ -576,7 +591,12 @@ pub unsafe extern "C" fn C_Logout(h: CK_SESSION_HANDLE) -> CK_RV {
 /// # Safety
 /// Template and handle pointers as in PKCS#11.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_CreateObject(h: CK_SESSION_HANDLE, t: CK_ATTRIBUTE_PTR, n: CK_ULONG, oh: CK_OBJECT_HANDLE_PTR) -> CK_RV {
+pub unsafe extern "C" fn C_CreateObject(
+    h: CK_SESSION_HANDLE,
+    t: CK_ATTRIBUTE_PTR,
+    n: CK_ULONG,
+    oh: CK_OBJECT_HANDLE_PTR,
+) -> CK_RV {
     with("C_CreateObject", |m| {
         if oh.is_null() {
             return Err(CKR_ARGUMENTS_BAD);
@@ -594,7 +614,13 @@ pub unsafe extern "C" fn C_CreateObject(h: CK_SESSION_HANDLE, t: CK_ATTRIBUTE_PT
 /// # Safety
 /// Template and handle pointers as in PKCS#11.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_CopyObject(h: CK_SESSION_HANDLE, src: CK_OBJECT_HANDLE, t: CK_ATTRIBUTE_PTR, n: CK_ULONG, oh: CK_OBJECT_HANDLE_PTR) -> CK_RV {
+pub unsafe extern "C" fn C_CopyObject(
+    h: CK_SESSION_HANDLE,
+    src: CK_OBJECT_HANDLE,
+    t: CK_ATTRIBUTE_PTR,
+    n: CK_ULONG,
+    oh: CK_OBJECT_HANDLE_PTR,
+) -> CK_RV {
     with("C_CopyObject", |m| {
         if oh.is_null() {
             return Err(CKR_ARGUMENTS_BAD);
@@ -640,7 +666,12 @@ pub unsafe extern "C" fn C_GetObjectSize(h: CK_SESSION_HANDLE, oh: CK_OBJECT_HAN
 /// # Safety
 /// `t` valid for `n` attributes whose buffers are valid for `ulValueLen`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_GetAttributeValue(h: CK_SESSION_HANDLE, oh: CK_OBJECT_HANDLE, t: CK_ATTRIBUTE_PTR, n: CK_ULONG) -> CK_RV {
+pub unsafe extern "C" fn C_GetAttributeValue(
+    h: CK_SESSION_HANDLE,
+    oh: CK_OBJECT_HANDLE,
+    t: CK_ATTRIBUTE_PTR,
+    n: CK_ULONG,
+) -> CK_RV {
     with("C_GetAttributeValue", |m| {
         if t.is_null() || n > MAX_ITEMS {
             return Err(CKR_ARGUMENTS_BAD);
@@ -683,7 +714,12 @@ pub unsafe extern "C" fn C_GetAttributeValue(h: CK_SESSION_HANDLE, oh: CK_OBJECT
 /// # Safety
 /// Template contract as in PKCS#11.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_SetAttributeValue(h: CK_SESSION_HANDLE, oh: CK_OBJECT_HANDLE, t: CK_ATTRIBUTE_PTR, n: CK_ULONG) -> CK_RV {
+pub unsafe extern "C" fn C_SetAttributeValue(
+    h: CK_SESSION_HANDLE,
+    oh: CK_OBJECT_HANDLE,
+    t: CK_ATTRIBUTE_PTR,
+    n: CK_ULONG,
+) -> CK_RV {
     with("C_SetAttributeValue", |m| {
         if t.is_null() {
             return Err(CKR_ARGUMENTS_BAD);
@@ -712,7 +748,12 @@ pub unsafe extern "C" fn C_FindObjectsInit(h: CK_SESSION_HANDLE, t: CK_ATTRIBUTE
 /// # Safety
 /// `out` valid for `max` handles; `count` valid for writes.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_FindObjects(h: CK_SESSION_HANDLE, out: CK_OBJECT_HANDLE_PTR, max: CK_ULONG, count: CK_ULONG_PTR) -> CK_RV {
+pub unsafe extern "C" fn C_FindObjects(
+    h: CK_SESSION_HANDLE,
+    out: CK_OBJECT_HANDLE_PTR,
+    max: CK_ULONG,
+    count: CK_ULONG_PTR,
+) -> CK_RV {
     with("C_FindObjects", |m| {
         if count.is_null() || (out.is_null() && max > 0) {
             return Err(CKR_ARGUMENTS_BAD);
@@ -766,7 +807,13 @@ macro_rules! op_single {
         /// # Safety
         /// Buffers valid for their lengths.
         #[unsafe(no_mangle)]
-        pub unsafe extern "C" fn $name(h: CK_SESSION_HANDLE, data: *mut u8, dl: CK_ULONG, out: *mut u8, ol: CK_ULONG_PTR) -> CK_RV {
+        pub unsafe extern "C" fn $name(
+            h: CK_SESSION_HANDLE,
+            data: *mut u8,
+            dl: CK_ULONG,
+            out: *mut u8,
+            ol: CK_ULONG_PTR,
+        ) -> CK_RV {
             with(stringify!($name), |m| {
                 // SAFETY: caller buffers.
                 let cap = unsafe { capacity(out, ol) }?;
@@ -787,7 +834,13 @@ op_single!(C_Decrypt, Which::Decrypt);
 /// # Safety
 /// Buffers valid for their lengths.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_Sign(h: CK_SESSION_HANDLE, data: *mut u8, dl: CK_ULONG, out: *mut u8, ol: CK_ULONG_PTR) -> CK_RV {
+pub unsafe extern "C" fn C_Sign(
+    h: CK_SESSION_HANDLE,
+    data: *mut u8,
+    dl: CK_ULONG,
+    out: *mut u8,
+    ol: CK_ULONG_PTR,
+) -> CK_RV {
     with("C_Sign", |m| {
         // SAFETY: caller buffers.
         let cap = unsafe { capacity(out, ol) }?;
@@ -807,7 +860,13 @@ macro_rules! op_update {
         /// # Safety
         /// Buffers valid for their lengths.
         #[unsafe(no_mangle)]
-        pub unsafe extern "C" fn $name(h: CK_SESSION_HANDLE, data: *mut u8, dl: CK_ULONG, out: *mut u8, ol: CK_ULONG_PTR) -> CK_RV {
+        pub unsafe extern "C" fn $name(
+            h: CK_SESSION_HANDLE,
+            data: *mut u8,
+            dl: CK_ULONG,
+            out: *mut u8,
+            ol: CK_ULONG_PTR,
+        ) -> CK_RV {
             with(stringify!($name), |m| {
                 if ol.is_null() {
                     return Err(CKR_ARGUMENTS_BAD);
@@ -882,7 +941,13 @@ pub unsafe extern "C" fn C_VerifyUpdate(h: CK_SESSION_HANDLE, data: *mut u8, dl:
 /// # Safety
 /// Buffers valid for their lengths.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_Verify(h: CK_SESSION_HANDLE, data: *mut u8, dl: CK_ULONG, sig: *mut u8, sl: CK_ULONG) -> CK_RV {
+pub unsafe extern "C" fn C_Verify(
+    h: CK_SESSION_HANDLE,
+    data: *mut u8,
+    dl: CK_ULONG,
+    sig: *mut u8,
+    sl: CK_ULONG,
+) -> CK_RV {
     with("C_Verify", |m| {
         // SAFETY: caller buffers.
         let d = unsafe { bytes(data, dl) }?;
@@ -925,7 +990,13 @@ pub unsafe extern "C" fn C_DigestInit(h: CK_SESSION_HANDLE, mech: CK_MECHANISM_P
 /// # Safety
 /// Buffers valid for their lengths.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_Digest(h: CK_SESSION_HANDLE, data: *mut u8, dl: CK_ULONG, out: *mut u8, ol: CK_ULONG_PTR) -> CK_RV {
+pub unsafe extern "C" fn C_Digest(
+    h: CK_SESSION_HANDLE,
+    data: *mut u8,
+    dl: CK_ULONG,
+    out: *mut u8,
+    ol: CK_ULONG_PTR,
+) -> CK_RV {
     with("C_Digest", |m| {
         // SAFETY: caller buffers.
         let cap = unsafe { capacity(out, ol) }?;
@@ -981,7 +1052,13 @@ pub unsafe extern "C" fn C_DigestFinal(h: CK_SESSION_HANDLE, out: *mut u8, ol: C
 /// # Safety
 /// Pointers as in PKCS#11.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_GenerateKey(h: CK_SESSION_HANDLE, mech: CK_MECHANISM_PTR, t: CK_ATTRIBUTE_PTR, n: CK_ULONG, oh: CK_OBJECT_HANDLE_PTR) -> CK_RV {
+pub unsafe extern "C" fn C_GenerateKey(
+    h: CK_SESSION_HANDLE,
+    mech: CK_MECHANISM_PTR,
+    t: CK_ATTRIBUTE_PTR,
+    n: CK_ULONG,
+    oh: CK_OBJECT_HANDLE_PTR,
+) -> CK_RV {
     with("C_GenerateKey", |m| {
         if oh.is_null() {
             return Err(CKR_ARGUMENTS_BAD);
@@ -1034,7 +1111,14 @@ pub unsafe extern "C" fn C_GenerateKeyPair(
 /// # Safety
 /// Pointers as in PKCS#11.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_WrapKey(h: CK_SESSION_HANDLE, mech: CK_MECHANISM_PTR, wk: CK_OBJECT_HANDLE, k: CK_OBJECT_HANDLE, out: *mut u8, ol: CK_ULONG_PTR) -> CK_RV {
+pub unsafe extern "C" fn C_WrapKey(
+    h: CK_SESSION_HANDLE,
+    mech: CK_MECHANISM_PTR,
+    wk: CK_OBJECT_HANDLE,
+    k: CK_OBJECT_HANDLE,
+    out: *mut u8,
+    ol: CK_ULONG_PTR,
+) -> CK_RV {
     with("C_WrapKey", |m| {
         // SAFETY: caller contracts.
         let cap = unsafe { capacity(out, ol) }?;
@@ -1082,7 +1166,14 @@ pub unsafe extern "C" fn C_UnwrapKey(
 /// # Safety
 /// Pointers as in PKCS#11.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_DeriveKey(h: CK_SESSION_HANDLE, mech: CK_MECHANISM_PTR, base: CK_OBJECT_HANDLE, t: CK_ATTRIBUTE_PTR, n: CK_ULONG, oh: CK_OBJECT_HANDLE_PTR) -> CK_RV {
+pub unsafe extern "C" fn C_DeriveKey(
+    h: CK_SESSION_HANDLE,
+    mech: CK_MECHANISM_PTR,
+    base: CK_OBJECT_HANDLE,
+    t: CK_ATTRIBUTE_PTR,
+    n: CK_ULONG,
+    oh: CK_OBJECT_HANDLE_PTR,
+) -> CK_RV {
     with("C_DeriveKey", |m| {
         if oh.is_null() {
             return Err(CKR_ARGUMENTS_BAD);
@@ -1159,7 +1250,11 @@ unsupported!(C_CancelFunction(h: CK_SESSION_HANDLE) => CKR_FUNCTION_NOT_PARALLEL
 /// # Safety
 /// None: no pointer is dereferenced.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_WaitForSlotEvent(flags: CK_FLAGS, _slot: CK_SLOT_ID_PTR, _r: *mut std::ffi::c_void) -> CK_RV {
+pub unsafe extern "C" fn C_WaitForSlotEvent(
+    flags: CK_FLAGS,
+    _slot: CK_SLOT_ID_PTR,
+    _r: *mut std::ffi::c_void,
+) -> CK_RV {
     with("C_WaitForSlotEvent", |_| {
         if flags & CKF_DONT_BLOCK != 0 { Err(CKR_NO_EVENT) } else { Err(CKR_FUNCTION_NOT_SUPPORTED) }
     })

@@ -226,22 +226,15 @@ pub(crate) fn list(v: &VendorIds) -> Vec<CK_MECHANISM_TYPE> {
 pub(crate) fn layout(v: &VendorIds, ty: CK_MECHANISM_TYPE) -> Layout {
     match kind(v, ty) {
         Some(Mk::Des3CmacGeneral | Mk::AesCmacGeneral) => Layout::MacGeneral,
-        Some(
-            Mk::Des3EcbEncryptData
-            | Mk::AesEcbEncryptData
-            | Mk::Sm4EcbEncryptData
-            | Mk::XorBaseAndData,
-        ) => Layout::DeriveString,
+        Some(Mk::Des3EcbEncryptData | Mk::AesEcbEncryptData | Mk::Sm4EcbEncryptData | Mk::XorBaseAndData) => {
+            Layout::DeriveString
+        }
         Some(Mk::Des3CbcEncryptData) => Layout::DesCbcDerive,
         Some(Mk::AesCbcEncryptData) => Layout::AesCbcDerive,
         Some(Mk::AesGcm) => Layout::Gcm,
         Some(Mk::RsaPkcsOaep) => Layout::Oaep,
         Some(
-            Mk::RsaPkcsPss
-            | Mk::Sha1RsaPkcsPss
-            | Mk::Sha256RsaPkcsPss
-            | Mk::Sha384RsaPkcsPss
-            | Mk::Sha512RsaPkcsPss,
+            Mk::RsaPkcsPss | Mk::Sha1RsaPkcsPss | Mk::Sha256RsaPkcsPss | Mk::Sha384RsaPkcsPss | Mk::Sha512RsaPkcsPss,
         ) => Layout::Pss,
         Some(Mk::Ecdh1Derive) => Layout::Ecdh1,
         Some(Mk::Sp800108Counter) => Layout::Sp800108,
@@ -294,10 +287,8 @@ fn info_sw(k: Mk) -> (CK_ULONG, CK_ULONG, CK_FLAGS) {
         RsaKeyPairGen => (2048, 4096, CKF_GENERATE_KEY_PAIR),
         RsaPkcs => (2048, 4096, ED | SV | WU),
         RsaPkcsOaep => (2048, 4096, ED | WU),
-        Sha1RsaPkcs | Sha256RsaPkcs | Sha384RsaPkcs | Sha512RsaPkcs | RsaPkcsPss
-        | Sha1RsaPkcsPss | Sha256RsaPkcsPss | Sha384RsaPkcsPss | Sha512RsaPkcsPss => {
-            (2048, 4096, SV)
-        }
+        Sha1RsaPkcs | Sha256RsaPkcs | Sha384RsaPkcs | Sha512RsaPkcs | RsaPkcsPss | Sha1RsaPkcsPss
+        | Sha256RsaPkcsPss | Sha384RsaPkcsPss | Sha512RsaPkcsPss => (2048, 4096, SV),
         GenericSecretKeyGen => (1, 512, CKF_GENERATE),
         XorBaseAndData | XorBaseAndKey => (1, 512, CKF_DERIVE),
     }

@@ -189,7 +189,13 @@ macro_rules! wr {
 }
 
 impl Token {
-    fn new(index: usize, slot_id: CK_SLOT_ID, description: String, dir: std::path::PathBuf, v: &VendorIds) -> Result<Self, String> {
+    fn new(
+        index: usize,
+        slot_id: CK_SLOT_ID,
+        description: String,
+        dir: std::path::PathBuf,
+        v: &VendorIds,
+    ) -> Result<Self, String> {
         let dir = TokenDir(dir);
         let meta = dir.read_meta()?;
         let t = Self {
@@ -326,7 +332,11 @@ impl Module {
     }
 
     /// `C_GetMechanismInfo`.
-    pub(crate) fn mechanism_info(&self, slot: CK_SLOT_ID, ty: CK_MECHANISM_TYPE) -> Res<(CK_ULONG, CK_ULONG, CK_FLAGS)> {
+    pub(crate) fn mechanism_info(
+        &self,
+        slot: CK_SLOT_ID,
+        ty: CK_MECHANISM_TYPE,
+    ) -> Res<(CK_ULONG, CK_ULONG, CK_FLAGS)> {
         self.token(slot)?;
         let k = mech::kind(&self.vendor, ty).ok_or(CKR_MECHANISM_INVALID)?;
         Ok(mech::info(k))
@@ -353,10 +363,8 @@ impl Module {
         let label = String::from_utf8_lossy(label).trim_end().to_string();
         let tmk = store::random(32);
         let iters = self.cfg.pin_kdf_iterations;
-        let serial = meta
-            .as_ref()
-            .map(|m| m.serial.clone())
-            .unwrap_or_else(|| format!("{:016x}", object::random_u64()));
+        let serial =
+            meta.as_ref().map(|m| m.serial.clone()).unwrap_or_else(|| format!("{:016x}", object::random_u64()));
         let m = TokenMeta {
             format: store::FORMAT,
             label,
@@ -489,11 +497,8 @@ impl Module {
             return Err(CKR_SESSION_READ_ONLY_EXISTS);
         }
         let meta = rd!(t.meta).clone().ok_or(CKR_TOKEN_NOT_RECOGNIZED)?;
-        let rec = if user == CKU_SO {
-            meta.so.clone()
-        } else {
-            meta.user.clone().ok_or(CKR_USER_PIN_NOT_INITIALIZED)?
-        };
+        let rec =
+            if user == CKU_SO { meta.so.clone() } else { meta.user.clone().ok_or(CKR_USER_PIN_NOT_INITIALIZED)? };
         let tmk = rec.open(pin, meta.iterations)?;
         self.unlock_tmk(t, tmk)?;
         *login = Some(user);
@@ -603,7 +608,12 @@ impl Module {
     }
 
     /// `C_CopyObject`.
-    pub(crate) fn copy_object(&self, h: CK_SESSION_HANDLE, oh: CK_OBJECT_HANDLE, template: Attrs) -> Res<CK_OBJECT_HANDLE> {
+    pub(crate) fn copy_object(
+        &self,
+        h: CK_SESSION_HANDLE,
+        oh: CK_OBJECT_HANDLE,
+        template: Attrs,
+    ) -> Res<CK_OBJECT_HANDLE> {
         let s = self.session(h)?;
         let o = self.object(&s, oh, CKR_OBJECT_HANDLE_INVALID)?;
         if !o.attrs.flag(CKA_COPYABLE) {
@@ -648,7 +658,12 @@ impl Module {
     }
 
     /// `C_GetAttributeValue`.
-    pub(crate) fn get_attributes(&self, h: CK_SESSION_HANDLE, oh: CK_OBJECT_HANDLE, types: &[CK_ATTRIBUTE_TYPE]) -> Res<Vec<AttrAnswer>> {
+    pub(crate) fn get_attributes(
+        &self,
+        h: CK_SESSION_HANDLE,
+        oh: CK_OBJECT_HANDLE,
+        types: &[CK_ATTRIBUTE_TYPE],
+    ) -> Res<Vec<AttrAnswer>> {
         let s = self.session(h)?;
         let o = self.object(&s, oh, CKR_OBJECT_HANDLE_INVALID)?;
         Ok(types
@@ -950,7 +965,13 @@ impl Module {
     }
 
     /// `C_GenerateKeyPair`.
-    pub(crate) fn generate_key_pair(&self, h: CK_SESSION_HANDLE, m: Mechanism, mut pubt: Attrs, mut privt: Attrs) -> Res<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE)> {
+    pub(crate) fn generate_key_pair(
+        &self,
+        h: CK_SESSION_HANDLE,
+        m: Mechanism,
+        mut pubt: Attrs,
+        mut privt: Attrs,
+    ) -> Res<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE)> {
         let s = self.session(h)?;
         let mk = self.kind(&m)?;
         for (t, c) in [(&pubt, CKO_PUBLIC_KEY), (&privt, CKO_PRIVATE_KEY)] {
@@ -964,7 +985,8 @@ impl Module {
         let origin = Origin::Generated(m.ty);
         let kt = match mk {
             Mk::EcKeyPairGen | Mk::Sm2KeyPairGen => {
-                let (kt, default) = if mk == Mk::EcKeyPairGen { (Kt::Ec, None) } else { (Kt::Sm2, Some(crate::asym::OID_SM2)) };
+                let (kt, default) =
+                    if mk == Mk::EcKeyPairGen { (Kt::Ec, None) } else { (Kt::Sm2, Some(crate::asym::OID_SM2)) };
                 let params = match (pubt.get(CKA_EC_PARAMS).or(privt.get(CKA_EC_PARAMS)), default) {
                     (Some(p), _) => p.to_vec(),
                     (None, Some(d)) => d.to_vec(),
@@ -1032,7 +1054,14 @@ impl Module {
     }
 
     /// `C_WrapKey`.
-    pub(crate) fn wrap_key(&self, h: CK_SESSION_HANDLE, m: Mechanism, wh: CK_OBJECT_HANDLE, kh: CK_OBJECT_HANDLE, cap: Option<usize>) -> Res<Out> {
+    pub(crate) fn wrap_key(
+        &self,
+        h: CK_SESSION_HANDLE,
+        m: Mechanism,
+        wh: CK_OBJECT_HANDLE,
+        kh: CK_OBJECT_HANDLE,
+        cap: Option<usize>,
+    ) -> Res<Out> {
         let s = self.session(h)?;
         let mk = self.kind(&m)?;
         if mech::info(mk).2 & CKF_WRAP == 0 {
@@ -1059,7 +1088,8 @@ impl Module {
                 return Err(CKR_KEY_SIZE_RANGE);
             }
         }
-        let out = ops::encrypt(mk, &m, &w, value).map_err(|e| if e == CKR_DATA_LEN_RANGE { CKR_KEY_SIZE_RANGE } else { e })?;
+        let out = ops::encrypt(mk, &m, &w, value)
+            .map_err(|e| if e == CKR_DATA_LEN_RANGE { CKR_KEY_SIZE_RANGE } else { e })?;
         match cap {
             Some(c) if c >= out.len() => Ok(Out::Data(out)),
             _ => Ok(Out::Len(out.len())),
@@ -1080,7 +1110,14 @@ impl Module {
     }
 
     /// `C_UnwrapKey`.
-    pub(crate) fn unwrap_key(&self, h: CK_SESSION_HANDLE, m: Mechanism, uh: CK_OBJECT_HANDLE, wrapped: &[u8], mut template: Attrs) -> Res<CK_OBJECT_HANDLE> {
+    pub(crate) fn unwrap_key(
+        &self,
+        h: CK_SESSION_HANDLE,
+        m: Mechanism,
+        uh: CK_OBJECT_HANDLE,
+        wrapped: &[u8],
+        mut template: Attrs,
+    ) -> Res<CK_OBJECT_HANDLE> {
         let s = self.session(h)?;
         let mk = self.kind(&m)?;
         if mech::info(mk).2 & CKF_UNWRAP == 0 {
@@ -1110,7 +1147,13 @@ impl Module {
     }
 
     /// `C_DeriveKey`.
-    pub(crate) fn derive_key(&self, h: CK_SESSION_HANDLE, m: Mechanism, bh: CK_OBJECT_HANDLE, mut template: Attrs) -> Res<CK_OBJECT_HANDLE> {
+    pub(crate) fn derive_key(
+        &self,
+        h: CK_SESSION_HANDLE,
+        m: Mechanism,
+        bh: CK_OBJECT_HANDLE,
+        mut template: Attrs,
+    ) -> Res<CK_OBJECT_HANDLE> {
         use crate::mech::Param;
         let s = self.session(h)?;
         let mk = self.kind(&m)?;
@@ -1123,7 +1166,11 @@ impl Module {
         let mut always_sensitive = base.attrs.flag(CKA_ALWAYS_SENSITIVE);
         let mut never_extractable = base.attrs.flag(CKA_NEVER_EXTRACTABLE);
         let (kt, value): (Kt, Zeroizing<Vec<u8>>) = match mk {
-            Mk::Des3EcbEncryptData | Mk::AesEcbEncryptData | Mk::Sm4EcbEncryptData | Mk::Des3CbcEncryptData | Mk::AesCbcEncryptData => {
+            Mk::Des3EcbEncryptData
+            | Mk::AesEcbEncryptData
+            | Mk::Sm4EcbEncryptData
+            | Mk::Des3CbcEncryptData
+            | Mk::AesCbcEncryptData => {
                 ops::check_key(mk, &base, false)?;
                 let f = ops::sym_family(mk).ok_or(CKR_MECHANISM_INVALID)?;
                 let c = crate::sym::Block::new(f, base.value()?)?;

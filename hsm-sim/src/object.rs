@@ -273,15 +273,8 @@ pub(crate) fn random_u64() -> u64 {
 
 const COMMON: &[CK_ATTRIBUTE_TYPE] =
     &[CKA_CLASS, CKA_TOKEN, CKA_PRIVATE, CKA_MODIFIABLE, CKA_LABEL, CKA_COPYABLE, CKA_DESTROYABLE];
-const KEY: &[CK_ATTRIBUTE_TYPE] = &[
-    CKA_KEY_TYPE,
-    CKA_ID,
-    CKA_START_DATE,
-    CKA_END_DATE,
-    CKA_DERIVE,
-    CKA_LOCAL,
-    CKA_KEY_GEN_MECHANISM,
-];
+const KEY: &[CK_ATTRIBUTE_TYPE] =
+    &[CKA_KEY_TYPE, CKA_ID, CKA_START_DATE, CKA_END_DATE, CKA_DERIVE, CKA_LOCAL, CKA_KEY_GEN_MECHANISM];
 const SECRET: &[CK_ATTRIBUTE_TYPE] = &[
     CKA_SENSITIVE,
     CKA_ENCRYPT,
@@ -380,8 +373,15 @@ const BOOLS: &[CK_ATTRIBUTE_TYPE] = &[
     CKA_VERIFY_RECOVER,
     CKA_ALWAYS_AUTHENTICATE,
 ];
-const ULONGS: &[CK_ATTRIBUTE_TYPE] =
-    &[CKA_CLASS, CKA_KEY_TYPE, CKA_VALUE_LEN, CKA_MODULUS_BITS, CKA_CERTIFICATE_TYPE, CKA_CERTIFICATE_CATEGORY, CKA_KEY_GEN_MECHANISM];
+const ULONGS: &[CK_ATTRIBUTE_TYPE] = &[
+    CKA_CLASS,
+    CKA_KEY_TYPE,
+    CKA_VALUE_LEN,
+    CKA_MODULUS_BITS,
+    CKA_CERTIFICATE_TYPE,
+    CKA_CERTIFICATE_CATEGORY,
+    CKA_KEY_GEN_MECHANISM,
+];
 
 /// Attributes a template may never set (the module maintains them).
 const MODULE_SET: &[CK_ATTRIBUTE_TYPE] =
@@ -471,9 +471,7 @@ fn sensitivity(a: &mut Attrs, origin: &Origin) {
     let (as_, ne) = match origin {
         Origin::Generated(_) => (s, !x),
         Origin::Imported | Origin::Unwrapped => (false, false),
-        Origin::Derived { always_sensitive, never_extractable } => {
-            (*always_sensitive && s, *never_extractable && !x)
-        }
+        Origin::Derived { always_sensitive, never_extractable } => (*always_sensitive && s, *never_extractable && !x),
     };
     a.set_bool(CKA_ALWAYS_SENSITIVE, as_);
     a.set_bool(CKA_NEVER_EXTRACTABLE, ne);
@@ -606,8 +604,14 @@ pub(crate) fn build_created(mut a: Attrs, v: &VendorIds) -> Res<Attrs> {
                         }
                     }
                     let g = |t| a.get(t).unwrap_or_default();
-                    PrivKey::rsa(g(CKA_MODULUS), g(CKA_PUBLIC_EXPONENT), g(CKA_PRIVATE_EXPONENT), g(CKA_PRIME_1), g(CKA_PRIME_2))
-                        .map_err(|_| CKR_ATTRIBUTE_VALUE_INVALID)?;
+                    PrivKey::rsa(
+                        g(CKA_MODULUS),
+                        g(CKA_PUBLIC_EXPONENT),
+                        g(CKA_PRIVATE_EXPONENT),
+                        g(CKA_PRIME_1),
+                        g(CKA_PRIME_2),
+                    )
+                    .map_err(|_| CKR_ATTRIBUTE_VALUE_INVALID)?;
                 }
                 _ => return Err(CKR_TEMPLATE_INCONSISTENT),
             }
@@ -660,7 +664,8 @@ pub(crate) fn apply_changes(obj: &Object, changes: &Attrs, is_so: bool) -> Res<A
     if !obj.attrs.flag(CKA_MODIFIABLE) {
         return Err(CKR_ACTION_PROHIBITED);
     }
-    check_template(obj.class, changes).map_err(|e| if e == CKR_ATTRIBUTE_READ_ONLY { CKR_ATTRIBUTE_READ_ONLY } else { e })?;
+    check_template(obj.class, changes)
+        .map_err(|e| if e == CKR_ATTRIBUTE_READ_ONLY { CKR_ATTRIBUTE_READ_ONLY } else { e })?;
     let mut a = obj.attrs.duplicate();
     for (t, v) in changes.iter() {
         let same = obj.attrs.get(t) == Some(v);

@@ -16,10 +16,10 @@ use crate::sym::{self, Block, Family};
 pub(crate) fn sym_family(mk: Mk) -> Option<Family> {
     use Mk::*;
     match mk {
-        Des3Ecb | Des3Cbc | Des3CbcPad | Des3EcbEncryptData | Des3CbcEncryptData | Des3Cmac
-        | Des3CmacGeneral | Des3RetailMac | Des3RetailMacNoPad => Some(Family::Tdes),
-        AesEcb | AesCbc | AesCbcPad | AesGcm | AesEcbEncryptData | AesCbcEncryptData | AesCmac
-        | AesCmacGeneral | AesKeyWrap | AesKeyWrapPad => Some(Family::Aes),
+        Des3Ecb | Des3Cbc | Des3CbcPad | Des3EcbEncryptData | Des3CbcEncryptData | Des3Cmac | Des3CmacGeneral
+        | Des3RetailMac | Des3RetailMacNoPad => Some(Family::Tdes),
+        AesEcb | AesCbc | AesCbcPad | AesGcm | AesEcbEncryptData | AesCbcEncryptData | AesCmac | AesCmacGeneral
+        | AesKeyWrap | AesKeyWrapPad => Some(Family::Aes),
         Sm4Ecb | Sm4Cbc | Sm4Mac | Sm4EcbEncryptData => Some(Family::Sm4),
         _ => None,
     }
@@ -38,10 +38,8 @@ pub(crate) fn check_key(mk: Mk, key: &Object, private_side: bool) -> Res<()> {
     let want_kt = match mk {
         Ecdsa | EcdsaSha1 | EcdsaSha256 | EcdsaSha384 | EcdsaSha512 | Ecdh1Derive => Kt::Ec,
         Sm2Sm3Sign | Sm2Encrypt => Kt::Sm2,
-        RsaPkcs | Sha1RsaPkcs | Sha256RsaPkcs | Sha384RsaPkcs | Sha512RsaPkcs | RsaPkcsPss
-        | Sha1RsaPkcsPss | Sha256RsaPkcsPss | Sha384RsaPkcsPss | Sha512RsaPkcsPss | RsaPkcsOaep => {
-            Kt::Rsa
-        }
+        RsaPkcs | Sha1RsaPkcs | Sha256RsaPkcs | Sha384RsaPkcs | Sha512RsaPkcs | RsaPkcsPss | Sha1RsaPkcsPss
+        | Sha256RsaPkcsPss | Sha384RsaPkcsPss | Sha512RsaPkcsPss | RsaPkcsOaep => Kt::Rsa,
         _ => return Err(CKR_MECHANISM_INVALID),
     };
     if key.class != want_class || key.kt != Some(want_kt) {
@@ -96,10 +94,9 @@ pub(crate) fn check_param(mk: Mk, m: &Mechanism) -> Res<()> {
             Param::Bytes(b) if b.is_empty() || b.len() == 16 => Ok(()),
             _ => Err(CKR_MECHANISM_PARAM_INVALID),
         },
-        Des3Ecb | AesEcb | Sm4Ecb | AesKeyWrap | AesKeyWrapPad | RsaPkcs | Ecdsa | EcdsaSha1
-        | EcdsaSha256 | EcdsaSha384 | EcdsaSha512 | Sha1RsaPkcs | Sha256RsaPkcs | Sha384RsaPkcs
-        | Sha512RsaPkcs | Des3Cmac | AesCmac | Sm2Encrypt | Sha1 | Sha256 | Sha384 | Sha512
-        | Sm3 => match &m.param {
+        Des3Ecb | AesEcb | Sm4Ecb | AesKeyWrap | AesKeyWrapPad | RsaPkcs | Ecdsa | EcdsaSha1 | EcdsaSha256
+        | EcdsaSha384 | EcdsaSha512 | Sha1RsaPkcs | Sha256RsaPkcs | Sha384RsaPkcs | Sha512RsaPkcs | Des3Cmac
+        | AesCmac | Sm2Encrypt | Sha1 | Sha256 | Sha384 | Sha512 | Sm3 => match &m.param {
             Param::None => Ok(()),
             Param::Bytes(b) if b.is_empty() || mk == AesKeyWrap || mk == AesKeyWrapPad => Ok(()),
             _ => Err(CKR_MECHANISM_PARAM_INVALID),
@@ -291,8 +288,7 @@ fn mac_len(mk: Mk, m: &Mechanism, full: usize) -> usize {
 pub(crate) fn sign(mk: Mk, m: &Mechanism, key: &Object, data: &[u8]) -> Res<Vec<u8>> {
     use Mk::*;
     match mk {
-        Des3Cmac | Des3CmacGeneral | AesCmac | AesCmacGeneral | Des3RetailMac
-        | Des3RetailMacNoPad | Sm4Mac => {
+        Des3Cmac | Des3CmacGeneral | AesCmac | AesCmacGeneral | Des3RetailMac | Des3RetailMacNoPad | Sm4Mac => {
             let mut t = mac(mk, m, key, data)?;
             t.truncate(mac_len(mk, m, t.len()));
             Ok(t)
@@ -312,8 +308,7 @@ pub(crate) fn sign(mk: Mk, m: &Mechanism, key: &Object, data: &[u8]) -> Res<Vec<
 pub(crate) fn verify(mk: Mk, m: &Mechanism, key: &Object, data: &[u8], sig: &[u8]) -> Res<()> {
     use Mk::*;
     match mk {
-        Des3Cmac | Des3CmacGeneral | AesCmac | AesCmacGeneral | Des3RetailMac
-        | Des3RetailMacNoPad | Sm4Mac => {
+        Des3Cmac | Des3CmacGeneral | AesCmac | AesCmacGeneral | Des3RetailMac | Des3RetailMacNoPad | Sm4Mac => {
             let t = mac(mk, m, key, data)?;
             let n = mac_len(mk, m, t.len());
             if sig.len() != n {

@@ -416,9 +416,7 @@ pub(crate) fn sp800_108_counter(prf: &Block, data: &[KdfData], len: usize) -> Re
         for d in data {
             match d {
                 KdfData::Counter { little, bits } => input.extend(encode_int(i, *little, *bits)?),
-                KdfData::DkmLength { little, bits } => {
-                    input.extend(encode_int(len as u64 * 8, *little, *bits)?)
-                }
+                KdfData::DkmLength { little, bits } => input.extend(encode_int(len as u64 * 8, *little, *bits)?),
                 KdfData::Bytes(b) => input.extend_from_slice(b),
             }
         }

@@ -45,7 +45,15 @@ fn parallel_sessions_smoke() {
                         Some(&p),
                     ));
                     let dk = s
-                        .derive_key(&m, mk, &[Attribute::Class(ObjectClass::SECRET_KEY), Attribute::KeyType(KeyType::DES2), Attribute::Token(false)])
+                        .derive_key(
+                            &m,
+                            mk,
+                            &[
+                                Attribute::Class(ObjectClass::SECRET_KEY),
+                                Attribute::KeyType(KeyType::DES2),
+                                Attribute::Token(false),
+                            ],
+                        )
                         .unwrap();
                     let kcv = s.get_attributes(dk, &[AttributeType::CheckValue]).unwrap();
                     assert_eq!(kcv.len(), 1);

@@ -246,7 +246,9 @@ fn aes_gcm_nist() {
     let (_p, _slot, s) = token();
     let k = secret(&s, CKK_AES, &h("feffe9928665731c6d6a8f9467308308"));
     let mut iv = h("cafebabefacedbaddecaf888");
-    let pt = h("d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b391aafd255");
+    let pt = h(
+        "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b391aafd255",
+    );
     let p = cryptoki::mechanism::aead::GcmParams::new(&mut iv, &[], 128.into()).unwrap();
     let ct = s.encrypt(&Mechanism::AesGcm(p), k, &pt).unwrap();
     assert_eq!(
@@ -335,9 +337,18 @@ fn aes_encrypt_data_derivation() {
     assert_eq!(kcv(&s, d2), kcv(&s, direct));
 }
 
-fn kdf_param(bytes_before: &mut [u8], context: &mut [u8], fmt_ctr: &mut CK_SP800_108_COUNTER_FORMAT, fmt_len: &mut CK_SP800_108_DKM_LENGTH_FORMAT) -> Vec<CK_PRF_DATA_PARAM> {
+fn kdf_param(
+    bytes_before: &mut [u8],
+    context: &mut [u8],
+    fmt_ctr: &mut CK_SP800_108_COUNTER_FORMAT,
+    fmt_len: &mut CK_SP800_108_DKM_LENGTH_FORMAT,
+) -> Vec<CK_PRF_DATA_PARAM> {
     vec![
-        CK_PRF_DATA_PARAM { type_: CK_SP800_108_BYTE_ARRAY, pValue: bytes_before.as_mut_ptr().cast(), ulValueLen: bytes_before.len() as u64 },
+        CK_PRF_DATA_PARAM {
+            type_: CK_SP800_108_BYTE_ARRAY,
+            pValue: bytes_before.as_mut_ptr().cast(),
+            ulValueLen: bytes_before.len() as u64,
+        },
         CK_PRF_DATA_PARAM {
             type_: CK_SP800_108_DKM_LENGTH,
             pValue: (fmt_len as *mut CK_SP800_108_DKM_LENGTH_FORMAT).cast(),
@@ -348,7 +359,11 @@ fn kdf_param(bytes_before: &mut [u8], context: &mut [u8], fmt_ctr: &mut CK_SP800
             pValue: (fmt_ctr as *mut CK_SP800_108_COUNTER_FORMAT).cast(),
             ulValueLen: std::mem::size_of::<CK_SP800_108_COUNTER_FORMAT>() as u64,
         },
-        CK_PRF_DATA_PARAM { type_: CK_SP800_108_BYTE_ARRAY, pValue: context.as_mut_ptr().cast(), ulValueLen: context.len() as u64 },
+        CK_PRF_DATA_PARAM {
+            type_: CK_SP800_108_BYTE_ARRAY,
+            pValue: context.as_mut_ptr().cast(),
+            ulValueLen: context.len() as u64,
+        },
     ]
 }
 
@@ -360,7 +375,11 @@ fn scp03_kdf(s: &Session, base: ObjectHandle, constant: u8, bits: u64, context: 
     label.push(0x00);
     let mut ctx = context.to_vec();
     let mut ctr = CK_SP800_108_COUNTER_FORMAT { bLittleEndian: 0, ulWidthInBits: 8 };
-    let mut len = CK_SP800_108_DKM_LENGTH_FORMAT { dkmLengthMethod: CK_SP800_108_DKM_LENGTH_SUM_OF_KEYS, bLittleEndian: 0, ulWidthInBits: 16 };
+    let mut len = CK_SP800_108_DKM_LENGTH_FORMAT {
+        dkmLengthMethod: CK_SP800_108_DKM_LENGTH_SUM_OF_KEYS,
+        bLittleEndian: 0,
+        ulWidthInBits: 16,
+    };
     let mut params = kdf_param(&mut label, &mut ctx, &mut ctr, &mut len);
     let p = CK_SP800_108_KDF_PARAMS {
         prfType: CKM_AES_CMAC,
@@ -448,7 +467,9 @@ fn sm3_gbt32905() {
 fn sm2_verify_vector_sign_encrypt() {
     // VECTORS.md "SM2" (RustCrypto sm2/tests/sm2dsa.rs).
     let (_p, _slot, s) = token();
-    let q = h("0408D77AE04C01CC4C1104360DD8AF6B6F7DF334283D7C1A6AFD5652407B87BEE5014E2A57C36C150D16324DC664E31E6432359609C4E79847A5B161C8C7364C8A");
+    let q = h(
+        "0408D77AE04C01CC4C1104360DD8AF6B6F7DF334283D7C1A6AFD5652407B87BEE5014E2A57C36C150D16324DC664E31E6432359609C4E79847A5B161C8C7364C8A",
+    );
     let mut point = vec![0x04, 0x41];
     point.extend(&q);
     let pubk = s
@@ -562,7 +583,10 @@ fn ecdh_p256_agree() {
     };
     let (qa, qb) = (point(pa), point(pb));
     let derive = |k, q: &[u8]| {
-        let p = cryptoki::mechanism::elliptic_curve::Ecdh1DeriveParams::new(cryptoki::mechanism::elliptic_curve::EcKdf::null(), &q[2..]);
+        let p = cryptoki::mechanism::elliptic_curve::Ecdh1DeriveParams::new(
+            cryptoki::mechanism::elliptic_curve::EcKdf::null(),
+            &q[2..],
+        );
         s.derive_key(&Mechanism::Ecdh1Derive(p), k, &out_template(CKK_GENERIC_SECRET, Some(32))).unwrap()
     };
     let za = value(&s, derive(ka, &qb));
@@ -578,7 +602,12 @@ fn rsa_pkcs_pss_oaep_wrap() {
     let (pk, sk) = s
         .generate_key_pair(
             &Mechanism::RsaPkcsKeyPairGen,
-            &[Attribute::ModulusBits(2048.into()), Attribute::PublicExponent(vec![1, 0, 1]), Attribute::Token(false), Attribute::Wrap(true)],
+            &[
+                Attribute::ModulusBits(2048.into()),
+                Attribute::PublicExponent(vec![1, 0, 1]),
+                Attribute::Token(false),
+                Attribute::Wrap(true),
+            ],
             &[Attribute::Token(false), Attribute::Unwrap(true)],
         )
         .unwrap();
@@ -612,7 +641,8 @@ fn rsa_pkcs_pss_oaep_wrap() {
         (MechanismType::SHA256, cryptoki::mechanism::rsa::PkcsMgfType::MGF1_SHA256),
         (MechanismType::SHA1, cryptoki::mechanism::rsa::PkcsMgfType::MGF1_SHA1),
     ] {
-        let o = cryptoki::mechanism::rsa::PkcsOaepParams::new(hash, mgf, cryptoki::mechanism::rsa::PkcsOaepSource::empty());
+        let o =
+            cryptoki::mechanism::rsa::PkcsOaepParams::new(hash, mgf, cryptoki::mechanism::rsa::PkcsOaepSource::empty());
         let w = s.wrap_key(&Mechanism::RsaPkcsOaep(o), pk, aes).unwrap();
         assert_eq!(w.len(), 256);
         let u = s.unwrap_key(&Mechanism::RsaPkcsOaep(o), sk, &w, &out_template(CKK_AES, None)).unwrap();
@@ -625,7 +655,10 @@ fn digests_fips180() {
     // FIPS 180-4 examples ("abc").
     let (_p, _slot, s) = token();
     assert_eq!(hx(&s.digest(&Mechanism::Sha1, b"abc").unwrap()), "A9993E364706816ABA3E25717850C26C9CD0D89D");
-    assert_eq!(hx(&s.digest(&Mechanism::Sha256, b"abc").unwrap()), "BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD");
+    assert_eq!(
+        hx(&s.digest(&Mechanism::Sha256, b"abc").unwrap()),
+        "BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD"
+    );
     assert_eq!(
         hx(&s.digest(&Mechanism::Sha384, b"abc").unwrap()),
         "CB00753F45A35E8BB5A03D699AC65007272C32AB0EDED1631A8B605A43FF5BED8086072BA1E7CC2358BAECA134C825A7"
@@ -640,10 +673,7 @@ fn digests_fips180() {
 #[test]
 fn keygen_parity_and_xor_combination() {
     let (_p, _slot, s) = token();
-    for (m, ty, len) in [
-        (Mechanism::Des2KeyGen, CKK_DES2, 16usize),
-        (Mechanism::Des3KeyGen, CKK_DES3, 24),
-    ] {
+    for (m, ty, len) in [(Mechanism::Des2KeyGen, CKK_DES2, 16usize), (Mechanism::Des3KeyGen, CKK_DES3, 24)] {
         let mut t = out_template(ty, None);
         t.retain(|a| !matches!(a, Attribute::KeyType(_) | Attribute::Class(_)));
         let k = s.generate_key(&m, &t).unwrap();

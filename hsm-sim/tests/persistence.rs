@@ -47,7 +47,10 @@ fn token_survives_restart_encrypted_at_rest() {
         let s = p.open_rw_session(slot).unwrap();
         s.login(UserType::User, Some(&AuthPin::new(USER_PIN.into()))).unwrap();
         let k = s
-            .generate_key(&Mechanism::AesKeyGen, &[Attribute::ValueLen(32.into()), Attribute::Token(true), Attribute::Label(b"master".to_vec())])
+            .generate_key(
+                &Mechanism::AesKeyGen,
+                &[Attribute::ValueLen(32.into()), Attribute::Token(true), Attribute::Label(b"master".to_vec())],
+            )
             .unwrap();
         s.create_object(&[
             Attribute::Class(ObjectClass::SECRET_KEY),
@@ -72,7 +75,11 @@ fn token_survives_restart_encrypted_at_rest() {
         )
         .unwrap();
         // A session object must not survive.
-        s.generate_key(&Mechanism::AesKeyGen, &[Attribute::ValueLen(16.into()), Attribute::Label(b"ephemeral".to_vec())]).unwrap();
+        s.generate_key(
+            &Mechanism::AesKeyGen,
+            &[Attribute::ValueLen(16.into()), Attribute::Label(b"ephemeral".to_vec())],
+        )
+        .unwrap();
         (kcv(&s, k), "ec")
     };
     // Encrypted at rest: the imported clear value appears in no file, nor
@@ -104,10 +111,16 @@ fn token_survives_restart_encrypted_at_rest() {
         let c = s.encrypt(&Mechanism::Des3Ecb, imp, &[0u8; 8]).unwrap();
         assert_eq!(c[..3], kcv(&s, imp)[..]);
         let ec = s
-            .find_objects(&[Attribute::Label(sig_key_label.as_bytes().to_vec()), Attribute::Class(ObjectClass::PRIVATE_KEY)])
+            .find_objects(&[
+                Attribute::Label(sig_key_label.as_bytes().to_vec()),
+                Attribute::Class(ObjectClass::PRIVATE_KEY),
+            ])
             .unwrap()[0];
         let pk = s
-            .find_objects(&[Attribute::Label(sig_key_label.as_bytes().to_vec()), Attribute::Class(ObjectClass::PUBLIC_KEY)])
+            .find_objects(&[
+                Attribute::Label(sig_key_label.as_bytes().to_vec()),
+                Attribute::Class(ObjectClass::PUBLIC_KEY),
+            ])
             .unwrap()[0];
         let sig = s.sign(&Mechanism::EcdsaSha256, ec, b"m").unwrap();
         s.verify(&Mechanism::EcdsaSha256, pk, b"m", &sig).unwrap();
@@ -117,7 +130,8 @@ fn token_survives_restart_encrypted_at_rest() {
         s.update_attributes(k[0], &[Attribute::Label(b"master-2".to_vec())]).unwrap();
     }
     // Corrupt one object file: it is skipped, the others load.
-    let objs: Vec<_> = std::fs::read_dir(dir.path().join("slot0/objects")).unwrap().flatten().map(|e| e.path()).collect();
+    let objs: Vec<_> =
+        std::fs::read_dir(dir.path().join("slot0/objects")).unwrap().flatten().map(|e| e.path()).collect();
     assert_eq!(objs.len(), 4, "master, public data, EC pair");
     {
         let (p, slot) = start();

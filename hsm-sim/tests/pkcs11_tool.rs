@@ -85,8 +85,19 @@ fn pkcs11_tool_interop() {
     with_pin(&["--wrap", "--id", "04", "--application-id", "03", "-m", "AES-KEY-WRAP", "-o", &p("wrapped.bin")]);
     assert_eq!(std::fs::metadata(p("wrapped.bin")).unwrap().len(), 40);
     with_pin(&[
-        "--unwrap", "--id", "04", "-m", "AES-KEY-WRAP", "-i", &p("wrapped.bin"), "--key-type", "AES:", "--application-id", "05",
-        "--application-label", "unwrapped",
+        "--unwrap",
+        "--id",
+        "04",
+        "-m",
+        "AES-KEY-WRAP",
+        "-i",
+        &p("wrapped.bin"),
+        "--key-type",
+        "AES:",
+        "--application-id",
+        "05",
+        "--application-label",
+        "unwrapped",
     ]);
     let list = with_pin(&["--list-objects", "--type", "secrkey"]);
     assert!(list.contains("unwrapped"), "{list}");
