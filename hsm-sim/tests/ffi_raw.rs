@@ -39,7 +39,7 @@ fn raw_abi() {
             LockMutex: None,
             UnlockMutex: None,
             flags: CKF_OS_LOCKING_OK,
-            pReserved: 1 as *mut _,
+            pReserved: std::ptr::dangling_mut(),
         };
         assert_eq!(ffi::C_Initialize(&bad as *const _ as *mut _), CKR_ARGUMENTS_BAD);
         assert_eq!((f.C_Initialize.unwrap())(null_mut()), CKR_OK);
