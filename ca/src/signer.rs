@@ -1,0 +1,61 @@
+//! The signer trait: how the CA asks for a signature without knowing where
+//! the key lives.
+
+use crate::{CaError, ecdsa_raw_to_der};
+
+/// Key algorithms the CA can sign with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyAlgorithm {
+    /// ECDSA on P-256 with SHA-256.
+    EcdsaP256Sha256,
+    /// ECDSA on P-384 with SHA-384.
+    EcdsaP384Sha384,
+}
+
+impl KeyAlgorithm {
+    fn rcgen(self) -> &'static rcgen::SignatureAlgorithm {
+        match self {
+            KeyAlgorithm::EcdsaP256Sha256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+            KeyAlgorithm::EcdsaP384Sha384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+        }
+    }
+}
+
+/// A private key that can sign, wherever it lives (for the service: in the
+/// HSM). Implementations are synchronous; callers run them off the async
+/// runtime.
+pub trait Signer {
+    /// The signature algorithm.
+    fn algorithm(&self) -> KeyAlgorithm;
+    /// The public key as it appears in SubjectPublicKeyInfo's BIT STRING
+    /// (for EC keys, the uncompressed point `04 || X || Y`).
+    fn public_key(&self) -> &[u8];
+    /// Signs `message` and returns the raw signature: for ECDSA, `r || s`
+    /// as PKCS#11 produces it (the CA does the DER encoding).
+    fn sign_raw(&self, message: &[u8]) -> Result<Vec<u8>, CaError>;
+}
+
+/// Adapts a [`Signer`] to rcgen's signing traits.
+pub(crate) struct RcgenSigner<'a, S: Signer + ?Sized>(pub(crate) &'a S);
+
+impl<S: Signer + ?Sized> rcgen::PublicKeyData for RcgenSigner<'_, S> {
+    fn der_bytes(&self) -> &[u8] {
+        self.0.public_key()
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        self.0.algorithm().rcgen()
+    }
+}
+
+impl<S: Signer + ?Sized> rcgen::SigningKey for RcgenSigner<'_, S> {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        let raw = self.0.sign_raw(msg).map_err(|_| rcgen::Error::RemoteKeyError)?;
+        match self.0.algorithm() {
+            KeyAlgorithm::EcdsaP256Sha256 | KeyAlgorithm::EcdsaP384Sha384 => {
+                ecdsa_raw_to_der(&raw).map_err(|_| rcgen::Error::RemoteKeyError)
+            }
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! Authorization with Cedar. Default deny: a call is allowed only when a
+//! `permit` policy matches and no `forbid` does.
+//!
+//! Policies and their schema live in `policies/` (`schema.cedarschema` and
+//! `*.cedar`). Every file is parsed and the whole set is validated against
+//! the schema; any error rejects the whole set, naming the file.
+//!
+//! A decision is a value: [`PolicyEngine::authorize`] returns an
+//! [`Authorized<A>`] for action `A`, which only this module can construct
+//! and which the core operation for `A` takes as an argument, so an
+//! operation cannot be called without the policy check having allowed it.
+
+use std::collections::{HashMap, HashSet};
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, RwLock};
+
+use cedar_policy::{
+    Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId, PolicySet, Request,
+    RestrictedExpression, Schema, ValidationMode, Validator,
+};
+
+use crate::identity::Principal;
+
+/// Why a policy set was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// A file could not be read.
+    #[error("cannot read policy file {path}: {reason}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A file does not parse.
+    #[error("policy file {path}: {reason}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Cedar's message, with line and column.
+        reason: String,
+    },
+    /// The set does not validate against the schema.
+    #[error("policies in {dir} do not validate against the schema: {reason}")]
+    Invalid {
+        /// The directory.
+        dir: PathBuf,
+        /// Every validation error.
+        reason: String,
+    },
+}
+
+/// An action a principal may be allowed to take. Each gRPC method has one.
+pub trait Action {
+    /// The Cedar action id, e.g. `admin.GetStatus`.
+    const NAME: &'static str;
+}
+
+macro_rules! actions {
+    ($($(#[$doc:meta])* $ty:ident => $name:literal),* $(,)?) => {
+        $( $(#[$doc])* #[derive(Debug)] pub struct $ty; impl Action for $ty { const NAME: &'static str = $name; } )*
+        /// Every action the schema must declare.
+        pub const ALL_ACTIONS: &[&str] = &[$($name),*];
+    };
+}
+
+actions! {
+    /// `AdminService.WhoAmI`.
+    WhoAmI => "admin.WhoAmI",
+    /// `AdminService.GetStatus`.
+    GetStatus => "admin.GetStatus",
+    /// `AdminService.GetCapabilities`.
+    GetCapabilities => "admin.GetCapabilities",
+}
+
+/// What an action is taken on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resource {
+    /// A whole gRPC service, e.g. `AdminService`.
+    Service(&'static str),
+}
+
+impl Resource {
+    fn uid(&self) -> Result<EntityUid, String> {
+        match self {
+            Resource::Service(name) => uid("Kms::Service", name),
+        }
+    }
+}
+
+impl std::fmt::Display for Resource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Resource::Service(name) => write!(f, "Kms::Service::{name:?}"),
+        }
+    }
+}
+
+/// Proof that the policy engine allowed `principal` to take action `A`.
+#[derive(Debug)]
+pub struct Authorized<A: Action> {
+    principal: Principal,
+    policies: Vec<String>,
+    _action: PhantomData<A>,
+}
+
+impl<A: Action> Authorized<A> {
+    /// Who was allowed.
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+    /// The ids of the policies that allowed it.
+    pub fn policies(&self) -> &[String] {
+        &self.policies
+    }
+}
+
+/// A refusal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    /// The action refused.
+    pub action: &'static str,
+    /// Why: no permitting policy, a forbid policy by id, or an evaluation
+    /// error (which also denies: fail closed).
+    pub reason: String,
+}
+
+struct Loaded {
+    schema: Schema,
+    policies: PolicySet,
+    policy_count: usize,
+}
+
+/// The policy engine. Reloadable: a new set replaces the old only if it
+/// loads and validates whole.
+pub struct PolicyEngine {
+    dir: PathBuf,
+    loaded: RwLock<Arc<Loaded>>,
+    authorizer: Authorizer,
+}
+
+fn uid(type_name: &str, id: &str) -> Result<EntityUid, String> {
+    let t = EntityTypeName::from_str(type_name).map_err(|e| e.to_string())?;
+    Ok(EntityUid::from_type_name_and_id(t, EntityId::new(id)))
+}
+
+fn load_dir(dir: &Path) -> Result<Loaded, PolicyError> {
+    let schema_path = dir.join("schema.cedarschema");
+    let schema_text = std::fs::read_to_string(&schema_path)
+        .map_err(|e| PolicyError::Read { path: schema_path.clone(), reason: e.to_string() })?;
+    let (schema, _warnings) = Schema::from_cedarschema_str(&schema_text)
+        .map_err(|e| PolicyError::Parse { path: schema_path.clone(), reason: diagnostic(&e, &schema_text) })?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| PolicyError::Read { path: dir.to_owned(), reason: e.to_string() })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "cedar"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(PolicyError::Read { path: dir.to_owned(), reason: "no *.cedar policy files".into() });
+    }
+    let mut policies = PolicySet::new();
+    let mut count = 0;
+    for path in &files {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| PolicyError::Read { path: path.clone(), reason: e.to_string() })?;
+        let parsed = PolicySet::from_str(&text)
+            .map_err(|e| PolicyError::Parse { path: path.clone(), reason: diagnostic(&e, &text) })?;
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        for (i, policy) in parsed.policies().enumerate() {
+            let id = match policy.annotation("id") {
+                Some(id) => id.to_owned(),
+                None => format!("{stem}#{i}"),
+            };
+            policies
+                .add(policy.new_id(PolicyId::new(&id)))
+                .map_err(|e| PolicyError::Parse { path: path.clone(), reason: format!("policy {id}: {e}") })?;
+            count += 1;
+        }
+    }
+    let result = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
+    if !result.validation_passed() {
+        let errors: Vec<String> = result.validation_errors().map(|e| format!("{}: {e}", e.policy_id())).collect();
+        return Err(PolicyError::Invalid { dir: dir.to_owned(), reason: errors.join("; ") });
+    }
+    for action in ALL_ACTIONS {
+        let declared = uid("Kms::Action", action).ok().is_some_and(|u| schema.actions().any(|a| *a == u));
+        if !declared {
+            return Err(PolicyError::Invalid {
+                dir: dir.to_owned(),
+                reason: format!("schema does not declare action {action:?}"),
+            });
+        }
+    }
+    Ok(Loaded { schema, policies, policy_count: count })
+}
+
+/// Formats a Cedar diagnostic with line:column of its first label.
+fn diagnostic<E: miette::Diagnostic + std::fmt::Display>(e: &E, text: &str) -> String {
+    let position = e.labels().and_then(|mut l| l.next()).map(|label| {
+        let offset = label.offset().min(text.len());
+        let before = &text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let column = offset - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+        format!("line {line}, column {column}: ")
+    });
+    let help = e.help().map(|h| format!(" ({h})")).unwrap_or_default();
+    format!("{}{e}{help}", position.unwrap_or_default())
+}
+
+impl PolicyEngine {
+    /// Loads and validates the policies in `dir`.
+    pub fn load(dir: &Path) -> Result<PolicyEngine, PolicyError> {
+        let loaded = load_dir(dir)?;
+        Ok(PolicyEngine { dir: dir.to_owned(), loaded: RwLock::new(Arc::new(loaded)), authorizer: Authorizer::new() })
+    }
+
+    /// Reloads from disk; on any error the old set stays in force.
+    pub fn reload(&self) -> Result<usize, PolicyError> {
+        let loaded = load_dir(&self.dir)?;
+        let n = loaded.policy_count;
+        *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
+        Ok(n)
+    }
+
+    /// Number of policies in force.
+    pub fn policy_count(&self) -> usize {
+        self.current().policy_count
+    }
+
+    fn current(&self) -> Arc<Loaded> {
+        self.loaded.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Asks whether `principal` may take action `A` on `resource`.
+    pub fn authorize<A: Action>(&self, principal: &Principal, resource: &Resource) -> Result<Authorized<A>, Denied> {
+        let deny = |reason: String| Denied { action: A::NAME, reason };
+        let loaded = self.current();
+        let principal_uid = uid("Kms::Principal", &principal.name).map_err(deny)?;
+        let action_uid = uid("Kms::Action", A::NAME).map_err(deny)?;
+        let resource_uid = resource.uid().map_err(deny)?;
+        let attrs = HashMap::from([
+            ("role".to_owned(), RestrictedExpression::new_string(principal.role.clone())),
+            ("tenant".to_owned(), RestrictedExpression::new_string(principal.tenant.clone())),
+        ]);
+        let principal_entity =
+            Entity::new(principal_uid.clone(), attrs, HashSet::new()).map_err(|e| deny(e.to_string()))?;
+        let resource_entity = Entity::new_no_attrs(resource_uid.clone(), HashSet::new());
+        let entities = Entities::from_entities([principal_entity, resource_entity], Some(&loaded.schema))
+            .map_err(|e| deny(format!("entities: {e}")))?;
+        let request = Request::new(principal_uid, action_uid, resource_uid, Context::empty(), Some(&loaded.schema))
+            .map_err(|e| deny(format!("request: {e}")))?;
+        let response = self.authorizer.is_authorized(&request, &loaded.policies, &entities);
+        let reasons: Vec<String> = response.diagnostics().reason().map(|p| p.to_string()).collect();
+        let errors: Vec<String> = response.diagnostics().errors().map(|e| e.to_string()).collect();
+        match response.decision() {
+            Decision::Allow => Ok(Authorized { principal: principal.clone(), policies: reasons, _action: PhantomData }),
+            Decision::Deny if !reasons.is_empty() => Err(deny(format!("forbidden by policy {}", reasons.join(", ")))),
+            Decision::Deny if !errors.is_empty() => {
+                Err(deny(format!("policy evaluation error: {}", errors.join("; "))))
+            }
+            Decision::Deny => Err(deny(format!("no policy permits role {:?}", principal.role))),
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! The service core: what the gRPC handlers call once a request is parsed
+//! and authorized. It knows nothing about tonic.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::json;
+
+use crate::audit::{self, AuditEvent, Outcome};
+use crate::authz::{self, Action, Authorized, PolicyEngine, Resource};
+use crate::error::{Error, Result};
+use crate::hsm::{Capabilities, Hsm, ModuleInfo, PoolStatus};
+use crate::identity::{IdentityError, Principal};
+use crate::store::{Backend, Store};
+
+/// The service's shared state.
+pub struct Core {
+    /// The HSM.
+    pub hsm: Hsm,
+    /// The metadata store.
+    pub store: Store,
+    /// The policy engine.
+    pub policy: Arc<PolicyEngine>,
+    started: Instant,
+}
+
+/// The answer to `GetStatus`.
+#[derive(Debug, Clone)]
+pub struct StatusReport {
+    /// Crate version.
+    pub version: &'static str,
+    /// Seconds since start.
+    pub uptime_seconds: u64,
+    /// Module and token.
+    pub module: ModuleInfo,
+    /// Pool figures.
+    pub pool: PoolStatus,
+    /// Database engine.
+    pub backend: Backend,
+    /// Database answered.
+    pub database_reachable: bool,
+    /// Audit records.
+    pub audit_records: u64,
+    /// Schema version.
+    pub schema_version: i64,
+}
+
+impl Core {
+    /// Assembles the core from its parts.
+    pub fn new(hsm: Hsm, store: Store, policy: Arc<PolicyEngine>) -> Core {
+        Core { hsm, store, policy, started: Instant::now() }
+    }
+
+    /// Asks the policy engine; a denial is audited before it is returned.
+    /// If the denial cannot be audited the call is still refused.
+    pub async fn authorize<A: Action>(&self, principal: &Principal, resource: &Resource) -> Result<Authorized<A>> {
+        match self.policy.authorize::<A>(principal, resource) {
+            Ok(proof) => Ok(proof),
+            Err(denied) => {
+                let event = AuditEvent {
+                    principal: principal.name.clone(),
+                    role: principal.role.clone(),
+                    tenant: principal.tenant.clone(),
+                    action: A::NAME.to_owned(),
+                    resource: resource.to_string(),
+                    outcome: Outcome::Denied,
+                    reason: denied.reason.clone(),
+                    details: json!({ "certificate_serial": principal.certificate_serial }),
+                };
+                if let Err(e) = audit::record(&self.store, &event).await {
+                    tracing::error!(error = %e, action = A::NAME, "could not audit a denial");
+                }
+                Err(Error::PermissionDenied(denied))
+            }
+        }
+    }
+
+    /// Records a caller whose certificate passed TLS but does not name a
+    /// principal (for example, no role field), then returns the error.
+    pub async fn reject_identity(&self, action: &str, serial: Option<String>, error: IdentityError) -> Error {
+        let event = AuditEvent {
+            principal: "-".into(),
+            role: "-".into(),
+            tenant: "-".into(),
+            action: action.to_owned(),
+            resource: "-".into(),
+            outcome: Outcome::Unauthenticated,
+            reason: error.to_string(),
+            details: json!({ "certificate_serial": serial }),
+        };
+        if let Err(e) = audit::record(&self.store, &event).await {
+            tracing::error!(error = %e, action, "could not audit a rejected identity");
+        }
+        Error::Unauthenticated(error)
+    }
+
+    /// `WhoAmI`.
+    pub fn who_am_i<'a>(&self, proof: &'a Authorized<authz::WhoAmI>) -> &'a Principal {
+        proof.principal()
+    }
+
+    /// `GetStatus`.
+    pub async fn status(&self, _proof: &Authorized<authz::GetStatus>) -> Result<StatusReport> {
+        let reachable = self.store.ping().await;
+        let (audit_records, schema_version) = if reachable {
+            (audit::count(&self.store).await? as u64, self.store.schema_version().await?)
+        } else {
+            (0, 0)
+        };
+        Ok(StatusReport {
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            module: self.hsm.info().clone(),
+            pool: self.hsm.pool_status(),
+            backend: self.store.backend(),
+            database_reachable: reachable,
+            audit_records,
+            schema_version,
+        })
+    }
+
+    /// `GetCapabilities`.
+    pub fn capabilities(&self, _proof: &Authorized<authz::GetCapabilities>) -> &Capabilities {
+        self.hsm.capabilities()
+    }
+}

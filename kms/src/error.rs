@@ -1,0 +1,40 @@
+//! The service's error type. Domain code returns [`Error`]; the gRPC layer
+//! maps it to a status code in exactly one place (`grpc::status`).
+
+use crate::authz::Denied;
+use crate::hsm::HsmError;
+use crate::identity::IdentityError;
+use crate::store::StoreError;
+
+/// Everything a call into the service can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The caller could not be identified.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(#[from] IdentityError),
+    /// Policy refused the call.
+    #[error("permission denied for {}: {}", .0.action, .0.reason)]
+    PermissionDenied(Denied),
+    /// The request is malformed; `field` names what is wrong.
+    #[error("invalid {field}: {reason}")]
+    InvalidArgument {
+        /// The request field.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The HSM failed or lacks a capability.
+    #[error(transparent)]
+    Hsm(#[from] HsmError),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The audit record could not be written, so the operation did not
+    /// happen (invariant 3).
+    #[error("audit log unavailable, operation not performed: {0}")]
+    AuditUnavailable(StoreError),
+}
+
+/// The service's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

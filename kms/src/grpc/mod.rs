@@ -1,0 +1,86 @@
+//! The gRPC layer: one struct per service holding the shared core, and the
+//! conversions between protobuf messages and domain types.
+//!
+//! Every handler takes the same four steps: resolve the principal from the
+//! client certificate, turn the message into a typed command, authorize,
+//! call the core. [`Shared::handle`] does the first and the error mapping
+//! and metrics around all of them.
+
+mod admin;
+pub mod status;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tonic::{Request, Response, Status};
+
+pub use admin::AdminApi;
+
+use crate::core::Core;
+use crate::error::Result;
+use crate::identity::{IdentityError, Principal};
+use crate::metrics::Metrics;
+
+/// What every service struct holds.
+#[derive(Clone)]
+pub struct Shared {
+    /// The core.
+    pub core: Arc<Core>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Whether internal error detail goes to clients.
+    pub client_error_detail: bool,
+}
+
+impl Shared {
+    /// Resolves the principal, runs `body`, maps errors, records metrics.
+    pub async fn handle<Req, Resp, Fut>(
+        &self,
+        rpc: &'static str,
+        request: Request<Req>,
+        body: impl FnOnce(Arc<Core>, Principal, Req) -> Fut,
+    ) -> std::result::Result<Response<Resp>, Status>
+    where
+        Fut: Future<Output = Result<Resp>>,
+    {
+        let started = Instant::now();
+        let result = match self.principal(rpc, &request).await {
+            Ok(principal) => body(self.core.clone(), principal, request.into_inner()).await,
+            Err(e) => Err(e),
+        };
+        let out = result.map(Response::new).map_err(|e| status::to_status(&e, rpc, self.client_error_detail));
+        let code = match &out {
+            Ok(_) => tonic::Code::Ok,
+            Err(s) => s.code(),
+        };
+        self.metrics.observe_rpc(rpc, code, started.elapsed());
+        out
+    }
+
+    async fn principal<T>(&self, rpc: &'static str, request: &Request<T>) -> Result<Principal> {
+        let certs = request.peer_certs();
+        let Some(leaf) = certs.as_ref().and_then(|c| c.first()) else {
+            return Err(self.core.reject_identity(rpc, None, IdentityError::NoCertificate).await);
+        };
+        match Principal::from_certificate(leaf.as_ref()) {
+            Ok(p) => Ok(p),
+            Err(e) => {
+                let serial = x509_parser::parse_x509_certificate(leaf.as_ref())
+                    .ok()
+                    .map(|(_, c)| hex::encode_upper(c.raw_serial()));
+                Err(self.core.reject_identity(rpc, serial, e).await)
+            }
+        }
+    }
+}
+
+/// Converts a domain principal to its protobuf form.
+pub fn principal_to_proto(p: &Principal) -> kms_proto::v1::Principal {
+    kms_proto::v1::Principal {
+        name: p.name.clone(),
+        role: p.role.clone(),
+        tenant: p.tenant.clone(),
+        certificate_serial: p.certificate_serial.clone(),
+    }
+}
