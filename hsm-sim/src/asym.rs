@@ -182,8 +182,8 @@ pub(crate) fn ecdsa_sign(key: &PrivKey, hash: &[u8]) -> Res<Vec<u8>> {
     use ecdsa::signature::hazmat::PrehashSigner;
     match key {
         PrivKey::P256(k) => {
-            let s: p256::ecdsa::Signature = k.sign_prehash(hash).map_err(|_| CKR_DATA_LEN_RANGE)?;
-            Ok(s.to_bytes().to_vec())
+            let d: &p256::NonZeroScalar = k.as_nonzero_scalar();
+            p256_fast::sign_prehash(d, hash).map(|s| s.to_vec()).ok_or(CKR_DATA_LEN_RANGE)
         }
         PrivKey::P384(k) => {
             let s: p384::ecdsa::Signature = k.sign_prehash(hash).map_err(|_| CKR_DATA_LEN_RANGE)?;
@@ -522,4 +522,140 @@ pub(crate) fn rsa_decrypt(key: &PrivKey, scheme: &RsaEnc, data: &[u8]) -> Res<Ze
         RsaEnc::Oaep(h, m, l) => k.decrypt(oaep(*h, *m, l.clone()), data),
     };
     r.map(Zeroizing::new).map_err(|_| CKR_ENCRYPTED_DATA_INVALID)
+}
+
+/// P-256 ECDSA signing with a precomputed fixed-base table.
+///
+/// why: k·G dominates signing; the generic double-and-add in `p256` 0.13 has
+/// no generator table. Here k·G = Σ T[i][nibble_i(k)] with T[i][j] = j·16^i·G
+/// (64 × 16 affine points, built once), each row read with constant-time
+/// selects so the nonce does not leak through the table index. The result
+/// is the same RFC 6979 signature `ecdsa::SigningKey::sign_prehash` gives.
+pub(crate) mod p256_fast {
+    use std::sync::OnceLock;
+
+    use elliptic_curve::Group;
+    use elliptic_curve::ff::{Field, PrimeField};
+    use elliptic_curve::ops::Reduce;
+    use elliptic_curve::point::AffineCoordinates;
+    use elliptic_curve::subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
+    use p256::{AffinePoint, FieldBytes, ProjectivePoint, Scalar, U256};
+
+    /// T[i][j] = j·16^i·G for j in 0..=8 (entry 0 is the identity).
+    type Row = [AffinePoint; 9];
+
+    static TABLE: OnceLock<Vec<Row>> = OnceLock::new();
+
+    /// Order n of the P-256 group, big-endian.
+    const ORDER: [u8; 32] = [
+        0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xbc, 0xe6,
+        0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
+    ];
+
+    fn table() -> &'static [Row] {
+        TABLE.get_or_init(|| {
+            // 65 rows: signed-digit recoding can carry into a 65th digit.
+            let mut out = Vec::with_capacity(65);
+            let mut base = ProjectivePoint::GENERATOR;
+            for _ in 0..65 {
+                let mut row = [AffinePoint::IDENTITY; 9];
+                let mut acc = ProjectivePoint::IDENTITY;
+                for slot in row.iter_mut().skip(1) {
+                    acc += base;
+                    *slot = acc.to_affine();
+                }
+                out.push(row);
+                for _ in 0..4 {
+                    base = base.double();
+                }
+            }
+            out
+        })
+    }
+
+    /// k·G in constant time with respect to k: signed 4-bit digits in
+    /// -8..=8, one constant-time row scan and conditional negation each.
+    pub(crate) fn mul_generator(k: &Scalar) -> ProjectivePoint {
+        let bytes = k.to_repr();
+        let t = table();
+        let mut acc = ProjectivePoint::IDENTITY;
+        let mut carry: u8 = 0;
+        for (i, row) in t.iter().enumerate() {
+            let nib = if i == 64 {
+                0
+            } else {
+                let byte = bytes[31 - i / 2];
+                if i % 2 == 0 { byte & 0x0f } else { byte >> 4 }
+            };
+            let d = nib + carry; // 0..=16
+            carry = (8u8.wrapping_sub(d) >> 7) & 1; // 1 iff d > 8
+            let signed = d as i8 - 16 * carry as i8; // -8..=8
+            let neg = ((signed >> 7) & 1) as u8;
+            let abs = ((signed as u8) ^ 0u8.wrapping_sub(neg)).wrapping_add(neg);
+            let mut sel = AffinePoint::IDENTITY;
+            for (j, p) in row.iter().enumerate().skip(1) {
+                sel.conditional_assign(p, abs.ct_eq(&(j as u8)));
+            }
+            let negated = -sel;
+            sel.conditional_assign(&negated, Choice::from(neg));
+            acc += sel;
+        }
+        acc
+    }
+
+    /// ECDSA over a prehash (bits2field as in `ecdsa`), RFC 6979 nonce,
+    /// raw r‖s output; `None` for a too-short hash.
+    pub(crate) fn sign_prehash(d: &Scalar, prehash: &[u8]) -> Option<[u8; 64]> {
+        if prehash.len() < 16 {
+            return None;
+        }
+        let mut z = FieldBytes::default();
+        if prehash.len() >= 32 {
+            z.copy_from_slice(&prehash[..32]);
+        } else {
+            z[32 - prehash.len()..].copy_from_slice(prehash);
+        }
+        let k_bytes = rfc6979::generate_k::<sha2::Sha256, _>(&d.to_repr(), &FieldBytes::from(ORDER), &z, &[]);
+        let k: Scalar = Option::from(Scalar::from_repr(k_bytes))?;
+        // why: p256's constant-time scalar inversion costs as much as a third
+        // of the signature; invert k·b (uniformly random, so variable time
+        // leaks nothing about k) and multiply by the blinding factor b.
+        let b = *p256::NonZeroScalar::random(&mut rand_core::OsRng);
+        let kb_inv: Scalar = Option::from(elliptic_curve::ops::Invert::invert_vartime(&(k * b)))?;
+        let k_inv = kb_inv * b;
+        let big_r = mul_generator(&k).to_affine();
+        let r = <Scalar as Reduce<U256>>::reduce_bytes(&big_r.x());
+        let zs = <Scalar as Reduce<U256>>::reduce_bytes(&z);
+        let s = k_inv * (zs + r * d);
+        if bool::from(r.is_zero()) || bool::from(s.is_zero()) {
+            return None;
+        }
+        let mut out = [0u8; 64];
+        out[..32].copy_from_slice(&r.to_repr());
+        out[32..].copy_from_slice(&s.to_repr());
+        Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::p256_fast;
+    use elliptic_curve::Field;
+    use elliptic_curve::ff::PrimeField;
+
+    #[test]
+    fn fixed_base_matches_generic_multiplication() {
+        let mut scalars = vec![p256::Scalar::ZERO, p256::Scalar::ONE, -p256::Scalar::ONE];
+        // All-0x88 / all-0xff-ish patterns exercise the digit carries.
+        for b in [0x88u8, 0x99, 0x77, 0x0f] {
+            scalars.push(Option::from(p256::Scalar::from_repr([b; 32].into())).unwrap());
+        }
+        for _ in 0..64 {
+            scalars.push(p256::Scalar::random(&mut rand_core::OsRng));
+        }
+        for k in scalars {
+            assert_eq!(p256_fast::mul_generator(&k), p256::ProjectivePoint::GENERATOR * k);
+        }
+    }
 }
