@@ -185,7 +185,11 @@ unsafe fn mechanism(m: &Module, p: CK_MECHANISM_PTR) -> Res<Mechanism> {
                         {
                             return Err(CKR_MECHANISM_PARAM_INVALID);
                         }
-                        KdfData::DkmLength { little: f.bLittleEndian != 0, bits: f.ulWidthInBits }
+                        KdfData::DkmLength {
+                            little: f.bLittleEndian != 0,
+                            bits: f.ulWidthInBits,
+                            segments: f.dkmLengthMethod == CK_SP800_108_DKM_LENGTH_SUM_OF_SEGMENTS,
+                        }
                     }
                     CK_SP800_108_BYTE_ARRAY => KdfData::Bytes(unsafe { pbytes(d.pValue as *const u8, d.ulValueLen) }?),
                     _ => return Err(CKR_MECHANISM_PARAM_INVALID),

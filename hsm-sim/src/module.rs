@@ -30,12 +30,12 @@ static MODULE: RwLock<Option<Arc<Module>>> = RwLock::new(None);
 
 /// The initialised module, or `CKR_CRYPTOKI_NOT_INITIALIZED`.
 pub(crate) fn get() -> Res<Arc<Module>> {
-    MODULE.read().map_err(|_| CKR_GENERAL_ERROR)?.clone().ok_or(CKR_CRYPTOKI_NOT_INITIALIZED)
+    MODULE.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone().ok_or(CKR_CRYPTOKI_NOT_INITIALIZED)
 }
 
 /// `C_Initialize`: loads the configuration and every token's public objects.
 pub(crate) fn initialize() -> Res<()> {
-    let mut g = MODULE.write().map_err(|_| CKR_GENERAL_ERROR)?;
+    let mut g = MODULE.write().unwrap_or_else(std::sync::PoisonError::into_inner);
     if g.is_some() {
         return Err(CKR_CRYPTOKI_ALREADY_INITIALIZED);
     }
@@ -53,7 +53,7 @@ pub(crate) fn initialize() -> Res<()> {
 
 /// `C_Finalize`.
 pub(crate) fn finalize() -> Res<()> {
-    let mut g = MODULE.write().map_err(|_| CKR_GENERAL_ERROR)?;
+    let mut g = MODULE.write().unwrap_or_else(std::sync::PoisonError::into_inner);
     if g.take().is_none() {
         return Err(CKR_CRYPTOKI_NOT_INITIALIZED);
     }
@@ -173,18 +173,21 @@ pub(crate) struct Module {
     pub faults: Faults,
 }
 
+// why: every entry point catches panics; a panic while a lock is held must
+// not turn the token unusable for the rest of the process, so poisoned locks
+// are taken over (the guarded maps are valid after any partial update).
 fn lock<T>(m: &Mutex<T>) -> Res<MutexGuard<'_, T>> {
-    m.lock().map_err(|_| CKR_GENERAL_ERROR)
+    Ok(m.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
 }
 
 macro_rules! rd {
     ($l:expr) => {
-        $l.read().map_err(|_| CKR_GENERAL_ERROR)?
+        $l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     };
 }
 macro_rules! wr {
     ($l:expr) => {
-        $l.write().map_err(|_| CKR_GENERAL_ERROR)?
+        $l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
     };
 }
 
@@ -776,8 +779,8 @@ impl Module {
         self.op_init(h, m, kh, which)
     }
 
-    /// Takes the op out of the session (so crypto runs without the session
-    /// lock held by others... the session is single-threaded by contract).
+    /// Takes the op out of the session so the cryptography runs without the
+    /// session's lock held (a session is used by one thread at a time).
     fn take_op(&self, s: &Session, which: Which) -> Res<Op> {
         let mut g = lock(&s.ops)?;
         which.slot(&mut g).take().ok_or(CKR_OPERATION_NOT_INITIALIZED)
@@ -828,9 +831,6 @@ impl Module {
         let op = which.slot(&mut g).as_mut().ok_or(CKR_OPERATION_NOT_INITIALIZED)?;
         if op.pending.is_some() {
             return Err(CKR_OPERATION_ACTIVE);
-        }
-        if op.mk == Mk::AesGcm && which == Which::Decrypt {
-            // GCM decryption is single-shot: accepted, buffered.
         }
         op.buf.extend_from_slice(data);
         Ok(())

@@ -382,6 +382,9 @@ pub(crate) enum KdfData {
         little: bool,
         /// Width in bits.
         bits: u64,
+        /// `CK_SP800_108_DKM_LENGTH_SUM_OF_SEGMENTS`: L counts every PRF
+        /// output block, not just the key.
+        segments: bool,
     },
     /// Fixed bytes.
     Bytes(Vec<u8>),
@@ -416,7 +419,10 @@ pub(crate) fn sp800_108_counter(prf: &Block, data: &[KdfData], len: usize) -> Re
         for d in data {
             match d {
                 KdfData::Counter { little, bits } => input.extend(encode_int(i, *little, *bits)?),
-                KdfData::DkmLength { little, bits } => input.extend(encode_int(len as u64 * 8, *little, *bits)?),
+                KdfData::DkmLength { little, bits, segments } => {
+                    let l = if *segments { n * h } else { len };
+                    input.extend(encode_int(l as u64 * 8, *little, *bits)?)
+                }
                 KdfData::Bytes(b) => input.extend_from_slice(b),
             }
         }

@@ -2,8 +2,9 @@
 //!
 //! why: SM2, SM3 and SM4 (and the payment-HSM helpers below) have no standard
 //! PKCS#11 numbers; every HSM vendor picked its own. The defaults here sit in
-//! the `CKM_VENDOR_DEFINED` (0x80000000) range and follow the numbering used by
-//! TASS/Sansec-style modules where one exists; each can be overridden in the
+//! the `CKM_VENDOR_DEFINED` (0x80000000) range; SM4-ECB's default
+//! (0x80000108) is the TASS/Sansec number (DESIGN.md §2), the others are this
+//! module's own choices. Each can be overridden in the
 //! `[vendor]` table of the configuration file so the module can mimic a real
 //! vendor's numbering (see README.md).
 
