@@ -363,6 +363,72 @@ pub unsafe extern "C" fn C_GetFunctionList(pp: *mut *mut CK_FUNCTION_LIST) -> CK
     })
 }
 
+/// The one interface this module offers: "PKCS 11", version 2.40.
+struct Interface(CK_INTERFACE);
+
+// SAFETY: the interface only points at static, immutable data (the name
+// literal and FUNCTION_LIST), so sharing it between threads is sound.
+unsafe impl Sync for Interface {}
+
+static INTERFACE_NAME: &[u8] = b"PKCS 11\0";
+
+static INTERFACE: Interface = Interface(CK_INTERFACE {
+    pInterfaceName: INTERFACE_NAME.as_ptr() as *mut CK_UTF8CHAR,
+    pFunctionList: &FUNCTION_LIST as *const CK_FUNCTION_LIST as *mut std::ffi::c_void,
+    flags: 0,
+});
+
+/// PKCS#11 v3.0 `C_GetInterfaceList`: one interface, "PKCS 11" 2.40.
+///
+/// # Safety
+/// `list` null or valid for `*count` interfaces; `count` valid.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn C_GetInterfaceList(list: *mut CK_INTERFACE, count: CK_ULONG_PTR) -> CK_RV {
+    guard(|| {
+        let one = [CK_INTERFACE { ..INTERFACE.0 }];
+        // SAFETY: write_list checks pointers against the caller's count.
+        unsafe { write_list(&one, list, count) }
+    })
+}
+
+/// PKCS#11 v3.0 `C_GetInterface`: the "PKCS 11" interface, version 2.40
+/// (a null name or version selects it; anything else is `CKR_ARGUMENTS_BAD`).
+///
+/// # Safety
+/// `name` null or NUL-terminated; `version` null or valid; `out` valid.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn C_GetInterface(
+    name: *mut CK_UTF8CHAR,
+    version: *mut CK_VERSION,
+    out: *mut *mut CK_INTERFACE,
+    flags: CK_FLAGS,
+) -> CK_RV {
+    guard(|| {
+        if out.is_null() {
+            return Err(CKR_ARGUMENTS_BAD);
+        }
+        if !name.is_null() {
+            // SAFETY: the caller passes a NUL-terminated string.
+            let n = unsafe { std::ffi::CStr::from_ptr(name as *const std::ffi::c_char) };
+            if n.to_bytes() != b"PKCS 11" {
+                return Err(CKR_ARGUMENTS_BAD);
+            }
+        }
+        if !version.is_null() {
+            // SAFETY: non-null; the caller passes a CK_VERSION.
+            let v = unsafe { version.read_unaligned() };
+            if (v.major, v.minor) != (2, 40) {
+                return Err(CKR_ARGUMENTS_BAD);
+            }
+        }
+        if flags & !INTERFACE.0.flags != 0 {
+            return Err(CKR_ARGUMENTS_BAD);
+        }
+        // SAFETY: checked non-null; the caller only reads the static.
+        unsafe { put(out, &INTERFACE.0 as *const CK_INTERFACE as *mut CK_INTERFACE) }
+    })
+}
+
 // ----- slots and tokens ---------------------------------------------------------
 
 /// PKCS#11 `C_GetSlotList` (every slot always has its token present).

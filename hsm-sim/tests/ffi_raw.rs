@@ -30,6 +30,19 @@ fn raw_abi() {
         assert_eq!(ffi::C_GetFunctionList(null_mut()), CKR_ARGUMENTS_BAD);
         let f = &*list;
         assert_eq!(f.version.major, 2);
+        // PKCS#11 3.0 interface discovery hands out the same 2.40 list.
+        let mut ifc: *mut CK_INTERFACE = null_mut();
+        assert_eq!(ffi::C_GetInterface(null_mut(), null_mut(), &mut ifc, 0), CKR_OK);
+        assert_eq!((*ifc).pFunctionList as *mut CK_FUNCTION_LIST, list);
+        let mut name = *b"PKCS 11\0";
+        assert_eq!(ffi::C_GetInterface(name.as_mut_ptr(), null_mut(), &mut ifc, 0), CKR_OK);
+        let mut other = *b"Vendor\0";
+        assert_eq!(ffi::C_GetInterface(other.as_mut_ptr(), null_mut(), &mut ifc, 0), CKR_ARGUMENTS_BAD);
+        let mut v3 = CK_VERSION { major: 3, minor: 0 };
+        assert_eq!(ffi::C_GetInterface(null_mut(), &mut v3, &mut ifc, 0), CKR_ARGUMENTS_BAD);
+        let mut count: CK_ULONG = 0;
+        assert_eq!(ffi::C_GetInterfaceList(null_mut(), &mut count), CKR_OK);
+        assert_eq!(count, 1);
         let mut n: CK_ULONG = 0;
         assert_eq!(ffi::C_GetSlotList(0, null_mut(), &mut n), CKR_CRYPTOKI_NOT_INITIALIZED);
         // Mixed mutex callbacks are rejected; null args accepted.
