@@ -22,6 +22,7 @@ pub(crate) enum Mk {
     Des3CmacGeneral,
     Des3RetailMac,
     Des3RetailMacNoPad,
+    Des3RetailMacEncIcv,
     AesKeyGen,
     AesEcb,
     AesCbc,
@@ -189,7 +190,7 @@ const STD: &[(CK_MECHANISM_TYPE, Mk)] = &[
     (CKM_XOR_BASE_AND_DATA, Mk::XorBaseAndData),
 ];
 
-fn vendor_table(v: &VendorIds) -> [(CK_MECHANISM_TYPE, Mk); 12] {
+fn vendor_table(v: &VendorIds) -> [(CK_MECHANISM_TYPE, Mk); 13] {
     [
         (v.sm2_key_pair_gen, Mk::Sm2KeyPairGen),
         (v.sm2_sm3_sign, Mk::Sm2Sm3Sign),
@@ -202,6 +203,7 @@ fn vendor_table(v: &VendorIds) -> [(CK_MECHANISM_TYPE, Mk); 12] {
         (v.sm4_ecb_encrypt_data, Mk::Sm4EcbEncryptData),
         (v.des3_retail_mac, Mk::Des3RetailMac),
         (v.des3_retail_mac_nopad, Mk::Des3RetailMacNoPad),
+        (v.des3_retail_mac_enc_icv, Mk::Des3RetailMacEncIcv),
         (v.xor_base_and_key, Mk::XorBaseAndKey),
     ]
 }
@@ -265,7 +267,7 @@ fn info_sw(k: Mk) -> (CK_ULONG, CK_ULONG, CK_FLAGS) {
         Des3Ecb | Des3Cbc => (16, 24, ED | WU),
         Des3CbcPad => (16, 24, ED | WU),
         Des3EcbEncryptData | Des3CbcEncryptData => (16, 24, CKF_DERIVE),
-        Des3Cmac | Des3CmacGeneral | Des3RetailMac | Des3RetailMacNoPad => (16, 24, SV),
+        Des3Cmac | Des3CmacGeneral | Des3RetailMac | Des3RetailMacNoPad | Des3RetailMacEncIcv => (16, 24, SV),
         AesKeyGen => (16, 32, CKF_GENERATE),
         AesEcb | AesCbc | AesCbcPad => (16, 32, ED | WU),
         AesGcm => (16, 32, ED),

@@ -749,6 +749,18 @@ impl Module {
         if o.attrs.flag(attr) { Ok(()) } else { Err(CKR_KEY_FUNCTION_NOT_PERMITTED) }
     }
 
+    /// `CKA_ALLOWED_MECHANISMS`: when present and non-empty, the key may be
+    /// used only with the listed mechanisms.
+    fn allowed(&self, o: &Object, ty: CK_MECHANISM_TYPE) -> Res<()> {
+        match o.attrs.get(CKA_ALLOWED_MECHANISMS) {
+            Some(list) if !list.is_empty() => {
+                let ok = list.chunks_exact(8).any(|c| c == ty.to_ne_bytes());
+                if ok { Ok(()) } else { Err(CKR_MECHANISM_INVALID) }
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn op_init(&self, h: CK_SESSION_HANDLE, m: Mechanism, kh: CK_OBJECT_HANDLE, which: Which) -> Res<()> {
         let s = self.session(h)?;
         let mk = self.kind(&m)?;
@@ -764,6 +776,7 @@ impl Module {
         let key = self.object(&s, kh, CKR_KEY_HANDLE_INVALID)?;
         ops::check_key(mk, &key, private_side)?;
         self.usage(&key, attr)?;
+        self.allowed(&key, m.ty)?;
         ops::check_param(mk, &m)?;
         let mut g = lock(&s.ops)?;
         let slot = which.slot(&mut g);
@@ -1071,6 +1084,7 @@ impl Module {
         let k = self.object(&s, kh, CKR_KEY_HANDLE_INVALID)?;
         ops::check_key(mk, &w, false).map_err(|_| CKR_WRAPPING_KEY_TYPE_INCONSISTENT)?;
         self.usage(&w, CKA_WRAP)?;
+        self.allowed(&w, m.ty)?;
         ops::check_param(mk, &m)?;
         if k.class != CKO_SECRET_KEY {
             return Err(CKR_KEY_NOT_WRAPPABLE);
@@ -1126,6 +1140,7 @@ impl Module {
         let u = self.object(&s, uh, CKR_UNWRAPPING_KEY_HANDLE_INVALID)?;
         ops::check_key(mk, &u, true).map_err(|_| CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT)?;
         self.usage(&u, CKA_UNWRAP)?;
+        self.allowed(&u, m.ty)?;
         ops::check_param(mk, &m)?;
         self.secret_template(&template)?;
         let kt = self.template_kt(&template, None)?;
@@ -1162,6 +1177,7 @@ impl Module {
         }
         let base = self.object(&s, bh, CKR_KEY_HANDLE_INVALID)?;
         self.usage(&base, CKA_DERIVE)?;
+        self.allowed(&base, m.ty)?;
         self.secret_template(&template)?;
         let mut always_sensitive = base.attrs.flag(CKA_ALWAYS_SENSITIVE);
         let mut never_extractable = base.attrs.flag(CKA_NEVER_EXTRACTABLE);

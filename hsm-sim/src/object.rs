@@ -273,8 +273,16 @@ pub(crate) fn random_u64() -> u64 {
 
 const COMMON: &[CK_ATTRIBUTE_TYPE] =
     &[CKA_CLASS, CKA_TOKEN, CKA_PRIVATE, CKA_MODIFIABLE, CKA_LABEL, CKA_COPYABLE, CKA_DESTROYABLE];
-const KEY: &[CK_ATTRIBUTE_TYPE] =
-    &[CKA_KEY_TYPE, CKA_ID, CKA_START_DATE, CKA_END_DATE, CKA_DERIVE, CKA_LOCAL, CKA_KEY_GEN_MECHANISM];
+const KEY: &[CK_ATTRIBUTE_TYPE] = &[
+    CKA_KEY_TYPE,
+    CKA_ID,
+    CKA_START_DATE,
+    CKA_END_DATE,
+    CKA_DERIVE,
+    CKA_LOCAL,
+    CKA_KEY_GEN_MECHANISM,
+    CKA_ALLOWED_MECHANISMS,
+];
 const SECRET: &[CK_ATTRIBUTE_TYPE] = &[
     CKA_SENSITIVE,
     CKA_ENCRYPT,
@@ -409,6 +417,9 @@ pub(crate) fn check_template(class: CK_OBJECT_CLASS, t: &Attrs) -> Res<()> {
         }
         if MODULE_SET.contains(&ty) {
             return Err(CKR_ATTRIBUTE_READ_ONLY);
+        }
+        if ty == CKA_ALLOWED_MECHANISMS && v.len() % std::mem::size_of::<CK_MECHANISM_TYPE>() != 0 {
+            return Err(CKR_ATTRIBUTE_VALUE_INVALID);
         }
     }
     Ok(())

@@ -17,7 +17,7 @@ pub(crate) fn sym_family(mk: Mk) -> Option<Family> {
     use Mk::*;
     match mk {
         Des3Ecb | Des3Cbc | Des3CbcPad | Des3EcbEncryptData | Des3CbcEncryptData | Des3Cmac | Des3CmacGeneral
-        | Des3RetailMac | Des3RetailMacNoPad => Some(Family::Tdes),
+        | Des3RetailMac | Des3RetailMacNoPad | Des3RetailMacEncIcv => Some(Family::Tdes),
         AesEcb | AesCbc | AesCbcPad | AesGcm | AesEcbEncryptData | AesCbcEncryptData | AesCmac | AesCmacGeneral
         | AesKeyWrap | AesKeyWrapPad => Some(Family::Aes),
         Sm4Ecb | Sm4Cbc | Sm4Mac | Sm4EcbEncryptData => Some(Family::Sm4),
@@ -84,6 +84,7 @@ pub(crate) fn check_param(mk: Mk, m: &Mechanism) -> Res<()> {
             Param::Ulong(l) if l >= 1 && l <= if mk == Des3CmacGeneral { 8 } else { 16 } => Ok(()),
             _ => Err(CKR_MECHANISM_PARAM_INVALID),
         },
+        Des3RetailMacEncIcv => m.iv(8).map(|_| ()),
         Des3RetailMac | Des3RetailMacNoPad => match &m.param {
             Param::None => Ok(()),
             Param::Bytes(b) if b.is_empty() || b.len() == 8 => Ok(()),
@@ -259,12 +260,17 @@ fn mac(mk: Mk, m: &Mechanism, key: &Object, data: &[u8]) -> Res<Vec<u8>> {
     match mk {
         Des3Cmac | Des3CmacGeneral => Ok(block(key, Family::Tdes)?.cmac(data)),
         AesCmac | AesCmacGeneral => Ok(block(key, Family::Aes)?.cmac(data)),
-        Des3RetailMac | Des3RetailMacNoPad => {
-            let iv = match &m.param {
+        Des3RetailMac | Des3RetailMacNoPad | Des3RetailMacEncIcv => {
+            let mut iv = match &m.param {
                 Param::Bytes(b) if b.len() == 8 => b.clone(),
+                _ if mk == Des3RetailMacEncIcv => return Err(CKR_MECHANISM_PARAM_INVALID),
                 _ => vec![0u8; 8],
             };
-            sym::retail_mac(key.value()?, &iv, data, mk == Des3RetailMac)
+            let k = key.value()?;
+            if mk == Des3RetailMacEncIcv {
+                Block::des(k.get(..8).ok_or(CKR_KEY_SIZE_RANGE)?)?.enc(&mut iv);
+            }
+            sym::retail_mac(k, &iv, data, mk != Des3RetailMacNoPad)
         }
         Sm4Mac => {
             let iv = match &m.param {
@@ -288,7 +294,8 @@ fn mac_len(mk: Mk, m: &Mechanism, full: usize) -> usize {
 pub(crate) fn sign(mk: Mk, m: &Mechanism, key: &Object, data: &[u8]) -> Res<Vec<u8>> {
     use Mk::*;
     match mk {
-        Des3Cmac | Des3CmacGeneral | AesCmac | AesCmacGeneral | Des3RetailMac | Des3RetailMacNoPad | Sm4Mac => {
+        Des3Cmac | Des3CmacGeneral | AesCmac | AesCmacGeneral | Des3RetailMac | Des3RetailMacNoPad
+        | Des3RetailMacEncIcv | Sm4Mac => {
             let mut t = mac(mk, m, key, data)?;
             t.truncate(mac_len(mk, m, t.len()));
             Ok(t)
@@ -308,7 +315,8 @@ pub(crate) fn sign(mk: Mk, m: &Mechanism, key: &Object, data: &[u8]) -> Res<Vec<
 pub(crate) fn verify(mk: Mk, m: &Mechanism, key: &Object, data: &[u8], sig: &[u8]) -> Res<()> {
     use Mk::*;
     match mk {
-        Des3Cmac | Des3CmacGeneral | AesCmac | AesCmacGeneral | Des3RetailMac | Des3RetailMacNoPad | Sm4Mac => {
+        Des3Cmac | Des3CmacGeneral | AesCmac | AesCmacGeneral | Des3RetailMac | Des3RetailMacNoPad
+        | Des3RetailMacEncIcv | Sm4Mac => {
             let t = mac(mk, m, key, data)?;
             let n = mac_len(mk, m, t.len());
             if sig.len() != n {

@@ -45,6 +45,11 @@ pub const CKM_SM4_ECB_ENCRYPT_DATA: CK_MECHANISM_TYPE = 0x8000_010B;
 pub const CKM_DES3_RETAIL_MAC: CK_MECHANISM_TYPE = 0x8000_0400;
 /// As [`CKM_DES3_RETAIL_MAC`] without padding: data must be a multiple of 8.
 pub const CKM_DES3_RETAIL_MAC_NOPAD: CK_MECHANISM_TYPE = 0x8000_0401;
+/// As [`CKM_DES3_RETAIL_MAC`] (padding method 2), but the 8-byte parameter
+/// (required) is first encrypted with single DES under the key's left half:
+/// GlobalPlatform SCP02 C-MAC chaining with "ICV encryption" (i = 0x55),
+/// where the parameter is the previous command's C-MAC.
+pub const CKM_DES3_RETAIL_MAC_ENC_ICV: CK_MECHANISM_TYPE = 0x8000_0402;
 /// Derivation: new key = base XOR second key, the second key's handle is the
 /// parameter (`CK_OBJECT_HANDLE`); both must have `CKA_DERIVE` true and the
 /// same length. Lets a ceremony combine key components inside the module.
@@ -80,6 +85,8 @@ pub struct VendorIds {
     pub des3_retail_mac: CK_MECHANISM_TYPE,
     /// See [`CKM_DES3_RETAIL_MAC_NOPAD`].
     pub des3_retail_mac_nopad: CK_MECHANISM_TYPE,
+    /// See [`CKM_DES3_RETAIL_MAC_ENC_ICV`].
+    pub des3_retail_mac_enc_icv: CK_MECHANISM_TYPE,
     /// See [`CKM_XOR_BASE_AND_KEY`].
     pub xor_base_and_key: CK_MECHANISM_TYPE,
 }
@@ -100,6 +107,7 @@ impl Default for VendorIds {
             sm4_ecb_encrypt_data: CKM_SM4_ECB_ENCRYPT_DATA,
             des3_retail_mac: CKM_DES3_RETAIL_MAC,
             des3_retail_mac_nopad: CKM_DES3_RETAIL_MAC_NOPAD,
+            des3_retail_mac_enc_icv: CKM_DES3_RETAIL_MAC_ENC_ICV,
             xor_base_and_key: CKM_XOR_BASE_AND_KEY,
         }
     }
@@ -107,7 +115,7 @@ impl Default for VendorIds {
 
 impl VendorIds {
     /// Every vendor mechanism number with its configuration key.
-    pub fn mechanisms(&self) -> [(&'static str, CK_MECHANISM_TYPE); 12] {
+    pub fn mechanisms(&self) -> [(&'static str, CK_MECHANISM_TYPE); 13] {
         [
             ("sm2_key_pair_gen", self.sm2_key_pair_gen),
             ("sm2_sm3_sign", self.sm2_sm3_sign),
@@ -120,6 +128,7 @@ impl VendorIds {
             ("sm4_ecb_encrypt_data", self.sm4_ecb_encrypt_data),
             ("des3_retail_mac", self.des3_retail_mac),
             ("des3_retail_mac_nopad", self.des3_retail_mac_nopad),
+            ("des3_retail_mac_enc_icv", self.des3_retail_mac_enc_icv),
             ("xor_base_and_key", self.xor_base_and_key),
         ]
     }

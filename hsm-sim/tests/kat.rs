@@ -184,11 +184,22 @@ fn gp_scp02_session_keys_and_retail_mac() {
     padded.extend(h("800000"));
     let m2 = s.sign(&vm::<()>(vendor::CKM_DES3_RETAIL_MAC_NOPAD, None), s_mac, &padded).unwrap();
     assert_eq!(m, m2);
-    // C-MAC chaining: the next command's ICV is the previous MAC encrypted
-    // with the left half of S-MAC (single DES) — here only check the ICV is used.
-    let icv = [1u8; 8];
-    let m3 = s.sign(&vm(vendor::CKM_DES3_RETAIL_MAC, Some(&icv)), s_mac, &apdu).unwrap();
-    assert_ne!(m3, m);
+    // C-MAC chaining with ICV encryption (i = 0x55): each next command's ICV
+    // is the previous C-MAC encrypted with single DES under S-MAC's left half.
+    let chained = [
+        ("84F2200208", "14DB34FA4341DCA8"),
+        ("84CA006608", "55ED7C5FF069512B"),
+        ("84F22002124F0212345C054F9F70C5", "8FC1B380C4228AF8"),
+    ];
+    let mut prev: [u8; 8] = m.clone().try_into().unwrap();
+    for (apdu, want) in chained {
+        let icv = prev;
+        let c = s.sign(&vm(vendor::CKM_DES3_RETAIL_MAC_ENC_ICV, Some(&icv)), s_mac, &h(apdu)).unwrap();
+        assert_eq!(hx(&c), want, "C-MAC of {apdu}");
+        prev = c.try_into().unwrap();
+    }
+    // The ICV-encrypting variant requires its parameter.
+    assert!(s.sign(&vm::<()>(vendor::CKM_DES3_RETAIL_MAC_ENC_ICV, None), s_mac, &apdu).is_err());
 }
 
 #[test]
@@ -403,6 +414,19 @@ fn gp_scp03_sp800_108_card_cryptogram() {
     let s_mac = scp03_kdf(&s, mac, 0x06, 128, &context, CKK_AES);
     let cc = scp03_kdf(&s, s_mac, 0x00, 64, &context, CKK_GENERIC_SECRET);
     assert_eq!(hx(&value(&s, cc)), "66C484C1D2EF1948");
+    // Host cryptogram (derivation constant 0x01) and the EXTERNAL
+    // AUTHENTICATE C-MAC: AES-CMAC over the 16-byte chaining value || command.
+    let hc = scp03_kdf(&s, s_mac, 0x01, 64, &context, CKK_GENERIC_SECRET);
+    assert_eq!(hx(&value(&s, hc)), "7D5F5826A993EBC8");
+    let mut input = vec![0u8; 16];
+    input.extend(h("84821100107D5F5826A993EBC8"));
+    let full = s.sign(&Mechanism::AesCMac, s_mac, &input).unwrap();
+    assert_eq!(hx(&full[..8]), "9EEA24957FA0B3CE");
+    // The next command chains on the full previous MAC.
+    let mut next = full.clone();
+    next.extend(h("84E291000EBF3E035C015A"));
+    let m2 = s.sign(&Mechanism::AesCMac, s_mac, &next).unwrap();
+    assert_eq!(hx(&m2[..8]), "558D036518A28297");
 }
 
 // ----- SM4 / SM3 / SM2 ------------------------------------------------------------------
@@ -635,6 +659,19 @@ fn rsa_pkcs_pss_oaep_wrap() {
     // RSA_PKCS encrypt/decrypt.
     let ct = s.encrypt(&Mechanism::RsaPkcs, pk, b"abc").unwrap();
     assert_eq!(s.decrypt(&Mechanism::RsaPkcs, sk, &ct).unwrap(), b"abc");
+    // RSA-3072 generation and signature.
+    let (pk3, sk3) = s
+        .generate_key_pair(
+            &Mechanism::RsaPkcsKeyPairGen,
+            &[Attribute::ModulusBits(3072.into()), Attribute::Token(false)],
+            &[Attribute::Token(false)],
+        )
+        .unwrap();
+    let sig3 = s.sign(&Mechanism::Sha256RsaPkcs, sk3, b"hello").unwrap();
+    assert_eq!(sig3.len(), 384);
+    s.verify(&Mechanism::Sha256RsaPkcs, pk3, b"hello", &sig3).unwrap();
+    // Sizes outside 2048..=4096 are refused.
+    assert!(s.generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &[Attribute::ModulusBits(1024.into())], &[]).is_err());
     // OAEP SHA-256 and SHA-1 wrap/unwrap of an AES key.
     let aes = secret(&s, CKK_AES, &h("000102030405060708090a0b0c0d0e0f"));
     for (hash, mgf) in [

@@ -92,6 +92,11 @@ fn usage_flags_enforced() {
         Some(&p),
     ));
     assert_eq!(rv(s.derive_key(&m, k, &[Attribute::Token(false)])), RvError::KeyFunctionNotPermitted);
+    // CKA_ALLOWED_MECHANISMS restricts the key to the listed mechanisms.
+    use cryptoki::mechanism::MechanismType;
+    let only_cbc = aes(&s, &[Attribute::AllowedMechanisms(vec![MechanismType::AES_CBC])]);
+    assert_eq!(rv(s.encrypt(&Mechanism::AesEcb, only_cbc, &[0; 16])), RvError::MechanismInvalid);
+    s.encrypt(&Mechanism::AesCbc([0; 16]), only_cbc, &[0; 16]).unwrap();
     // Wrong key type for the mechanism.
     let d = s.generate_key(&Mechanism::Des2KeyGen, &[Attribute::Token(false)]).unwrap();
     assert_eq!(rv(s.encrypt(&Mechanism::AesEcb, d, &[0; 16])), RvError::KeyTypeInconsistent);
