@@ -154,6 +154,12 @@ impl Hsm {
         &self.inner.info
     }
 
+    /// The PKCS#11 slot id of the token (unstable across restarts on some
+    /// modules; shown for diagnostics).
+    pub fn slot_id(&self) -> u64 {
+        self.inner.slot.id()
+    }
+
     /// The capability table probed at start.
     pub fn capabilities(&self) -> &Capabilities {
         &self.inner.capabilities
