@@ -70,6 +70,7 @@ pub(crate) enum Mk {
     GenericSecretKeyGen,
     XorBaseAndData,
     XorBaseAndKey,
+    AesAn10922Derive,
 }
 
 /// How the FFI layer must read a mechanism's parameter.
@@ -190,7 +191,7 @@ const STD: &[(CK_MECHANISM_TYPE, Mk)] = &[
     (CKM_XOR_BASE_AND_DATA, Mk::XorBaseAndData),
 ];
 
-fn vendor_table(v: &VendorIds) -> [(CK_MECHANISM_TYPE, Mk); 13] {
+fn vendor_table(v: &VendorIds) -> [(CK_MECHANISM_TYPE, Mk); 14] {
     [
         (v.sm2_key_pair_gen, Mk::Sm2KeyPairGen),
         (v.sm2_sm3_sign, Mk::Sm2Sm3Sign),
@@ -205,6 +206,7 @@ fn vendor_table(v: &VendorIds) -> [(CK_MECHANISM_TYPE, Mk); 13] {
         (v.des3_retail_mac_nopad, Mk::Des3RetailMacNoPad),
         (v.des3_retail_mac_enc_icv, Mk::Des3RetailMacEncIcv),
         (v.xor_base_and_key, Mk::XorBaseAndKey),
+        (v.aes_an10922_derive, Mk::AesAn10922Derive),
     ]
 }
 
@@ -228,9 +230,13 @@ pub(crate) fn list(v: &VendorIds) -> Vec<CK_MECHANISM_TYPE> {
 pub(crate) fn layout(v: &VendorIds, ty: CK_MECHANISM_TYPE) -> Layout {
     match kind(v, ty) {
         Some(Mk::Des3CmacGeneral | Mk::AesCmacGeneral) => Layout::MacGeneral,
-        Some(Mk::Des3EcbEncryptData | Mk::AesEcbEncryptData | Mk::Sm4EcbEncryptData | Mk::XorBaseAndData) => {
-            Layout::DeriveString
-        }
+        Some(
+            Mk::Des3EcbEncryptData
+            | Mk::AesEcbEncryptData
+            | Mk::Sm4EcbEncryptData
+            | Mk::XorBaseAndData
+            | Mk::AesAn10922Derive,
+        ) => Layout::DeriveString,
         Some(Mk::Des3CbcEncryptData) => Layout::DesCbcDerive,
         Some(Mk::AesCbcEncryptData) => Layout::AesCbcDerive,
         Some(Mk::AesGcm) => Layout::Gcm,
@@ -273,6 +279,7 @@ fn info_sw(k: Mk) -> (CK_ULONG, CK_ULONG, CK_FLAGS) {
         AesGcm => (16, 32, ED),
         AesEcbEncryptData | AesCbcEncryptData => (16, 32, CKF_DERIVE),
         AesCmac | AesCmacGeneral => (16, 32, SV),
+        AesAn10922Derive => (16, 16, CKF_DERIVE),
         AesKeyWrap | AesKeyWrapPad => (16, 32, ED | WU),
         Sp800108Counter => (16, 32, CKF_DERIVE),
         Sm4KeyGen => (16, 16, CKF_GENERATE),

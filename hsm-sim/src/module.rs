@@ -1204,6 +1204,18 @@ impl Module {
                 let len = self.new_key_len(&template, kt, out.len())?;
                 (kt, Zeroizing::new(out[..len].to_vec()))
             }
+            Mk::AesAn10922Derive => {
+                ops::check_key(mk, &base, false)?;
+                let Param::Data(d) = &m.param else { return Err(CKR_MECHANISM_PARAM_INVALID) };
+                if base.value()?.len() != 16 {
+                    return Err(CKR_KEY_SIZE_RANGE);
+                }
+                let c = crate::sym::Block::new(crate::sym::Family::Aes, base.value()?)?;
+                let out = Zeroizing::new(c.cmac_an10922(d)?);
+                let kt = self.template_kt(&template, Some(Kt::Aes))?;
+                let len = self.new_key_len(&template, kt, out.len())?;
+                (kt, Zeroizing::new(out[..len].to_vec()))
+            }
             Mk::Sp800108Counter => {
                 let Param::Kdf(prf, data, extra) = &m.param else { return Err(CKR_MECHANISM_PARAM_INVALID) };
                 if *extra != 0 {

@@ -19,7 +19,7 @@ pub(crate) fn sym_family(mk: Mk) -> Option<Family> {
         Des3Ecb | Des3Cbc | Des3CbcPad | Des3EcbEncryptData | Des3CbcEncryptData | Des3Cmac | Des3CmacGeneral
         | Des3RetailMac | Des3RetailMacNoPad | Des3RetailMacEncIcv => Some(Family::Tdes),
         AesEcb | AesCbc | AesCbcPad | AesGcm | AesEcbEncryptData | AesCbcEncryptData | AesCmac | AesCmacGeneral
-        | AesKeyWrap | AesKeyWrapPad => Some(Family::Aes),
+        | AesKeyWrap | AesKeyWrapPad | AesAn10922Derive => Some(Family::Aes),
         Sm4Ecb | Sm4Cbc | Sm4Mac | Sm4EcbEncryptData => Some(Family::Sm4),
         _ => None,
     }

@@ -187,22 +187,7 @@ impl Block {
     /// CMAC (NIST SP 800-38B), full block output.
     pub(crate) fn cmac(&self, data: &[u8]) -> Vec<u8> {
         let bs = self.bs();
-        let rb: u8 = if bs == 8 { 0x1b } else { 0x87 };
-        let dbl = |v: &[u8]| -> Vec<u8> {
-            let mut o = vec![0u8; bs];
-            let carry = v[0] >> 7;
-            for i in 0..bs {
-                o[i] = (v[i] << 1) | if i + 1 < bs { v[i + 1] >> 7 } else { 0 };
-            }
-            if carry == 1 {
-                o[bs - 1] ^= rb;
-            }
-            o
-        };
-        let mut l = vec![0u8; bs];
-        self.enc(&mut l);
-        let k1 = dbl(&l);
-        let k2 = dbl(&k1);
+        let (k1, k2) = self.subkeys();
         let n = data.len().div_ceil(bs).max(1);
         let complete = !data.is_empty() && data.len() % bs == 0;
         let mut x = vec![0u8; bs];
@@ -223,6 +208,50 @@ impl Block {
             self.enc(&mut x);
         }
         x
+    }
+
+    /// CMAC with the NXP AN10922 padding rule: input shorter than two blocks
+    /// is padded (`80 00…`) to exactly two blocks and the last block takes
+    /// the K2 subkey; a full two-block input is plain CMAC.
+    pub(crate) fn cmac_an10922(&self, data: &[u8]) -> Res<Vec<u8>> {
+        let bs = self.bs();
+        if data.is_empty() || data.len() > 2 * bs {
+            return Err(CKR_MECHANISM_PARAM_INVALID);
+        }
+        if data.len() == 2 * bs {
+            return Ok(self.cmac(data));
+        }
+        let mut d = data.to_vec();
+        d.push(0x80);
+        d.resize(2 * bs, 0);
+        let (first, second) = d.split_at(bs);
+        let mut x = first.to_vec();
+        self.enc(&mut x);
+        let k2 = self.subkeys().1;
+        x.iter_mut().zip(second.iter().zip(&k2)).for_each(|(a, (b, k))| *a ^= b ^ k);
+        self.enc(&mut x);
+        Ok(x)
+    }
+
+    /// CMAC subkeys (K1, K2) per SP 800-38B §6.1.
+    fn subkeys(&self) -> (Vec<u8>, Vec<u8>) {
+        let bs = self.bs();
+        let rb: u8 = if bs == 8 { 0x1b } else { 0x87 };
+        let dbl = |v: &[u8]| -> Vec<u8> {
+            let mut o = vec![0u8; bs];
+            for i in 0..bs {
+                o[i] = (v[i] << 1) | if i + 1 < bs { v[i + 1] >> 7 } else { 0 };
+            }
+            if v[0] >> 7 == 1 {
+                o[bs - 1] ^= rb;
+            }
+            o
+        };
+        let mut l = vec![0u8; bs];
+        self.enc(&mut l);
+        let k1 = dbl(&l);
+        let k2 = dbl(&k1);
+        (k1, k2)
     }
 
     /// CBC-MAC (ISO/IEC 9797-1 MAC algorithm 1) with padding method 2 and the

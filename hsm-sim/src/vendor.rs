@@ -55,6 +55,14 @@ pub const CKM_DES3_RETAIL_MAC_ENC_ICV: CK_MECHANISM_TYPE = 0x8000_0402;
 /// same length. Lets a ceremony combine key components inside the module.
 pub const CKM_XOR_BASE_AND_KEY: CK_MECHANISM_TYPE = 0x8000_0500;
 
+/// NXP AN10922 AES-128 key diversification as a derivation: new key =
+/// CMAC(base, D) where D (the parameter, `CK_KEY_DERIVATION_STRING_DATA`,
+/// 1..=32 bytes, its first byte the diversification constant, e.g. 0x01) is
+/// padded with `80 00…` to 32 bytes when shorter (the AN10922 rule: the
+/// padded last block takes the K2 subkey), so a short D differs from plain
+/// CMAC. Base: AES-128.
+pub const CKM_AES_AN10922_DERIVE: CK_MECHANISM_TYPE = 0x8000_0600;
+
 /// The vendor numbers in force for one module instance.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -89,6 +97,8 @@ pub struct VendorIds {
     pub des3_retail_mac_enc_icv: CK_MECHANISM_TYPE,
     /// See [`CKM_XOR_BASE_AND_KEY`].
     pub xor_base_and_key: CK_MECHANISM_TYPE,
+    /// See [`CKM_AES_AN10922_DERIVE`].
+    pub aes_an10922_derive: CK_MECHANISM_TYPE,
 }
 
 impl Default for VendorIds {
@@ -109,13 +119,14 @@ impl Default for VendorIds {
             des3_retail_mac_nopad: CKM_DES3_RETAIL_MAC_NOPAD,
             des3_retail_mac_enc_icv: CKM_DES3_RETAIL_MAC_ENC_ICV,
             xor_base_and_key: CKM_XOR_BASE_AND_KEY,
+            aes_an10922_derive: CKM_AES_AN10922_DERIVE,
         }
     }
 }
 
 impl VendorIds {
     /// Every vendor mechanism number with its configuration key.
-    pub fn mechanisms(&self) -> [(&'static str, CK_MECHANISM_TYPE); 13] {
+    pub fn mechanisms(&self) -> [(&'static str, CK_MECHANISM_TYPE); 14] {
         [
             ("sm2_key_pair_gen", self.sm2_key_pair_gen),
             ("sm2_sm3_sign", self.sm2_sm3_sign),
@@ -130,6 +141,7 @@ impl VendorIds {
             ("des3_retail_mac_nopad", self.des3_retail_mac_nopad),
             ("des3_retail_mac_enc_icv", self.des3_retail_mac_enc_icv),
             ("xor_base_and_key", self.xor_base_and_key),
+            ("aes_an10922_derive", self.aes_an10922_derive),
         ]
     }
 

@@ -348,6 +348,19 @@ fn aes_encrypt_data_derivation() {
     assert_eq!(kcv(&s, d2), kcv(&s, direct));
 }
 
+#[test]
+fn nxp_an10922_aes128() {
+    // VECTORS.md "NXP AN10922 (AES-128)" (libfreefare test vectors).
+    let (_p, _slot, s) = token();
+    let mk = secret(&s, CKK_AES, &h("00112233445566778899AABBCCDDEEFF"));
+    let d = h("0104782E21801D803042F54E585020416275");
+    let k = derive_ecb(&s, vendor::CKM_AES_AN10922_DERIVE, mk, &d, CKK_AES);
+    assert_eq!(hx(&value(&s, k)), "A8DD63A3B89D54B37CA802473FDA9175");
+    let mk2 = secret(&s, CKK_AES, &h("f3f9377698707b688eaf84abe39e3791"));
+    let k2 = derive_ecb(&s, vendor::CKM_AES_AN10922_DERIVE, mk2, &h("0104deadbeeffeed"), CKK_AES);
+    assert_eq!(hx(&value(&s, k2)), "0BB408BAFF98B6EE9F2E1585777F6A51");
+}
+
 fn kdf_param(
     bytes_before: &mut [u8],
     context: &mut [u8],
