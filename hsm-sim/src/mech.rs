@@ -71,6 +71,12 @@ pub(crate) enum Mk {
     XorBaseAndData,
     XorBaseAndKey,
     AesAn10922Derive,
+    DesKeyGen,
+    DesEcb,
+    DesCbc,
+    DesMac,
+    DesMacGeneral,
+    Des2XorHalves,
 }
 
 /// How the FFI layer must read a mechanism's parameter.
@@ -143,6 +149,11 @@ impl Mechanism {
 }
 
 const STD: &[(CK_MECHANISM_TYPE, Mk)] = &[
+    (CKM_DES_KEY_GEN, Mk::DesKeyGen),
+    (CKM_DES_ECB, Mk::DesEcb),
+    (CKM_DES_CBC, Mk::DesCbc),
+    (CKM_DES_MAC, Mk::DesMac),
+    (CKM_DES_MAC_GENERAL, Mk::DesMacGeneral),
     (CKM_DES2_KEY_GEN, Mk::Des2KeyGen),
     (CKM_DES3_KEY_GEN, Mk::Des3KeyGen),
     (CKM_DES3_ECB, Mk::Des3Ecb),
@@ -191,7 +202,7 @@ const STD: &[(CK_MECHANISM_TYPE, Mk)] = &[
     (CKM_XOR_BASE_AND_DATA, Mk::XorBaseAndData),
 ];
 
-fn vendor_table(v: &VendorIds) -> [(CK_MECHANISM_TYPE, Mk); 14] {
+fn vendor_table(v: &VendorIds) -> [(CK_MECHANISM_TYPE, Mk); 15] {
     [
         (v.sm2_key_pair_gen, Mk::Sm2KeyPairGen),
         (v.sm2_sm3_sign, Mk::Sm2Sm3Sign),
@@ -207,6 +218,7 @@ fn vendor_table(v: &VendorIds) -> [(CK_MECHANISM_TYPE, Mk); 14] {
         (v.des3_retail_mac_enc_icv, Mk::Des3RetailMacEncIcv),
         (v.xor_base_and_key, Mk::XorBaseAndKey),
         (v.aes_an10922_derive, Mk::AesAn10922Derive),
+        (v.des2_xor_halves, Mk::Des2XorHalves),
     ]
 }
 
@@ -229,7 +241,7 @@ pub(crate) fn list(v: &VendorIds) -> Vec<CK_MECHANISM_TYPE> {
 /// The parameter layout of a mechanism (unknown ones: bytes, rejected later).
 pub(crate) fn layout(v: &VendorIds, ty: CK_MECHANISM_TYPE) -> Layout {
     match kind(v, ty) {
-        Some(Mk::Des3CmacGeneral | Mk::AesCmacGeneral) => Layout::MacGeneral,
+        Some(Mk::Des3CmacGeneral | Mk::AesCmacGeneral | Mk::DesMacGeneral) => Layout::MacGeneral,
         Some(
             Mk::Des3EcbEncryptData
             | Mk::AesEcbEncryptData
@@ -268,6 +280,10 @@ pub(crate) fn info(k: Mk) -> (CK_ULONG, CK_ULONG, CK_FLAGS) {
 fn info_sw(k: Mk) -> (CK_ULONG, CK_ULONG, CK_FLAGS) {
     use Mk::*;
     match k {
+        DesKeyGen => (8, 8, CKF_GENERATE),
+        DesEcb | DesCbc => (8, 8, ED),
+        DesMac | DesMacGeneral => (8, 8, SV),
+        Des2XorHalves => (16, 16, CKF_DERIVE),
         Des2KeyGen => (16, 16, CKF_GENERATE),
         Des3KeyGen => (24, 24, CKF_GENERATE),
         Des3Ecb | Des3Cbc => (16, 24, ED | WU),

@@ -946,6 +946,7 @@ impl Module {
         let mk = self.kind(&m)?;
         self.secret_template(&template)?;
         let (kt, len) = match mk {
+            Mk::DesKeyGen => (Kt::Des, 8),
             Mk::Des2KeyGen => (Kt::Des2, 16),
             Mk::Des3KeyGen => (Kt::Des3, 24),
             Mk::Sm4KeyGen => (Kt::Sm4, 16),
@@ -1203,6 +1204,19 @@ impl Module {
                 let kt = self.template_kt(&template, base.kt)?;
                 let len = self.new_key_len(&template, kt, out.len())?;
                 (kt, Zeroizing::new(out[..len].to_vec()))
+            }
+            Mk::Des2XorHalves => {
+                if base.class != CKO_SECRET_KEY || base.kt != Some(Kt::Des2) {
+                    return Err(CKR_KEY_TYPE_INCONSISTENT);
+                }
+                if !matches!(m.param, Param::None) {
+                    return Err(CKR_MECHANISM_PARAM_INVALID);
+                }
+                let v = base.value()?;
+                let x: Zeroizing<Vec<u8>> = Zeroizing::new(v[..8].iter().zip(&v[8..16]).map(|(a, b)| a ^ b).collect());
+                let kt = self.template_kt(&template, Some(Kt::Des))?;
+                let len = self.new_key_len(&template, kt, x.len())?;
+                (kt, Zeroizing::new(x[..len].to_vec()))
             }
             Mk::AesAn10922Derive => {
                 ops::check_key(mk, &base, false)?;

@@ -14,6 +14,8 @@ use crate::vendor::VendorIds;
 /// A key type known to the module.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Kt {
+    /// Single DES.
+    Des,
     /// Two-key 3DES.
     Des2,
     /// Three-key 3DES.
@@ -36,6 +38,7 @@ impl Kt {
     /// From a `CKK_*` value.
     pub(crate) fn from_ckk(v: &VendorIds, ckk: CK_KEY_TYPE) -> Res<Self> {
         Ok(match ckk {
+            CKK_DES => Kt::Des,
             CKK_DES2 => Kt::Des2,
             CKK_DES3 => Kt::Des3,
             CKK_AES => Kt::Aes,
@@ -51,6 +54,7 @@ impl Kt {
     /// To a `CKK_*` value.
     pub(crate) fn ckk(self, v: &VendorIds) -> CK_KEY_TYPE {
         match self {
+            Kt::Des => CKK_DES,
             Kt::Des2 => CKK_DES2,
             Kt::Des3 => CKK_DES3,
             Kt::Aes => CKK_AES,
@@ -65,6 +69,7 @@ impl Kt {
     /// Cipher family of a block-cipher key.
     pub(crate) fn family(self) -> Option<Family> {
         match self {
+            Kt::Des => Some(Family::Des),
             Kt::Des2 | Kt::Des3 => Some(Family::Tdes),
             Kt::Aes => Some(Family::Aes),
             Kt::Sm4 => Some(Family::Sm4),
@@ -74,12 +79,13 @@ impl Kt {
 
     /// Whether this is a secret-key type.
     pub(crate) fn is_secret(self) -> bool {
-        matches!(self, Kt::Des2 | Kt::Des3 | Kt::Aes | Kt::Sm4 | Kt::Generic)
+        matches!(self, Kt::Des | Kt::Des2 | Kt::Des3 | Kt::Aes | Kt::Sm4 | Kt::Generic)
     }
 
     /// Checks (and for DES, normalises parity of) a secret key value.
     pub(crate) fn check_value_len(self, len: usize) -> Res<()> {
         let ok = match self {
+            Kt::Des => len == 8,
             Kt::Des2 => len == 16,
             Kt::Des3 => len == 24,
             Kt::Aes => matches!(len, 16 | 24 | 32),
@@ -93,6 +99,7 @@ impl Kt {
     /// The fixed length of a secret key type, if it has one.
     pub(crate) fn fixed_len(self) -> Option<usize> {
         match self {
+            Kt::Des => Some(8),
             Kt::Des2 | Kt::Sm4 => Some(16),
             Kt::Des3 => Some(24),
             _ => None,
@@ -499,7 +506,7 @@ pub(crate) fn build_secret(
     origin: Origin,
 ) -> Res<Attrs> {
     kt.check_value_len(value.len())?;
-    if matches!(kt, Kt::Des2 | Kt::Des3) {
+    if matches!(kt, Kt::Des | Kt::Des2 | Kt::Des3) {
         sym::set_odd_parity(&mut value);
     }
     if let Some(l) = a.ulong_opt(CKA_VALUE_LEN)? {

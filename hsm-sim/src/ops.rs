@@ -21,6 +21,8 @@ pub(crate) fn sym_family(mk: Mk) -> Option<Family> {
         AesEcb | AesCbc | AesCbcPad | AesGcm | AesEcbEncryptData | AesCbcEncryptData | AesCmac | AesCmacGeneral
         | AesKeyWrap | AesKeyWrapPad | AesAn10922Derive => Some(Family::Aes),
         Sm4Ecb | Sm4Cbc | Sm4Mac | Sm4EcbEncryptData => Some(Family::Sm4),
+        DesEcb | DesCbc | DesMac | DesMacGeneral => Some(Family::Des),
+        Des2XorHalves => Some(Family::Tdes),
         _ => None,
     }
 }
@@ -70,7 +72,7 @@ fn oaep(m: &Mechanism) -> Res<RsaEnc> {
 pub(crate) fn check_param(mk: Mk, m: &Mechanism) -> Res<()> {
     use Mk::*;
     match mk {
-        Des3Cbc | Des3CbcPad => m.iv(8).map(|_| ()),
+        Des3Cbc | Des3CbcPad | DesCbc => m.iv(8).map(|_| ()),
         AesCbc | AesCbcPad | Sm4Cbc => m.iv(16).map(|_| ()),
         AesGcm => match &m.param {
             Param::Gcm(p) if p.iv.len() == 12 && p.tag_bits == 128 => Ok(()),
@@ -80,8 +82,8 @@ pub(crate) fn check_param(mk: Mk, m: &Mechanism) -> Res<()> {
         RsaPkcsPss | Sha1RsaPkcsPss | Sha256RsaPkcsPss | Sha384RsaPkcsPss | Sha512RsaPkcsPss => {
             rsa_sig(mk, m).map(|_| ())
         }
-        Des3CmacGeneral | AesCmacGeneral => match m.param {
-            Param::Ulong(l) if l >= 1 && l <= if mk == Des3CmacGeneral { 8 } else { 16 } => Ok(()),
+        Des3CmacGeneral | AesCmacGeneral | DesMacGeneral => match m.param {
+            Param::Ulong(l) if l >= 1 && l <= if mk == AesCmacGeneral { 16 } else { 8 } => Ok(()),
             _ => Err(CKR_MECHANISM_PARAM_INVALID),
         },
         Des3RetailMacEncIcv => m.iv(8).map(|_| ()),
@@ -95,9 +97,9 @@ pub(crate) fn check_param(mk: Mk, m: &Mechanism) -> Res<()> {
             Param::Bytes(b) if b.is_empty() || b.len() == 16 => Ok(()),
             _ => Err(CKR_MECHANISM_PARAM_INVALID),
         },
-        Des3Ecb | AesEcb | Sm4Ecb | AesKeyWrap | AesKeyWrapPad | RsaPkcs | Ecdsa | EcdsaSha1 | EcdsaSha256
-        | EcdsaSha384 | EcdsaSha512 | Sha1RsaPkcs | Sha256RsaPkcs | Sha384RsaPkcs | Sha512RsaPkcs | Des3Cmac
-        | AesCmac | Sm2Encrypt | Sha1 | Sha256 | Sha384 | Sha512 | Sm3 => match &m.param {
+        Des3Ecb | AesEcb | Sm4Ecb | DesEcb | DesMac | AesKeyWrap | AesKeyWrapPad | RsaPkcs | Ecdsa | EcdsaSha1
+        | EcdsaSha256 | EcdsaSha384 | EcdsaSha512 | Sha1RsaPkcs | Sha256RsaPkcs | Sha384RsaPkcs | Sha512RsaPkcs
+        | Des3Cmac | AesCmac | Sm2Encrypt | Sha1 | Sha256 | Sha384 | Sha512 | Sm3 => match &m.param {
             Param::None => Ok(()),
             Param::Bytes(b) if b.is_empty() || mk == AesKeyWrap || mk == AesKeyWrapPad => Ok(()),
             _ => Err(CKR_MECHANISM_PARAM_INVALID),
@@ -124,7 +126,8 @@ pub(crate) fn encrypt(mk: Mk, m: &Mechanism, key: &Object, data: &[u8]) -> Res<V
     use Mk::*;
     let e = CKR_DATA_LEN_RANGE;
     match mk {
-        Des3Ecb | AesEcb | Sm4Ecb => block(key, fam(mk)?)?.ecb_enc(data, e),
+        Des3Ecb | AesEcb | Sm4Ecb | DesEcb => block(key, fam(mk)?)?.ecb_enc(data, e),
+        DesCbc => block(key, Family::Des)?.cbc_enc(m.iv(8)?, data, e),
         Des3Cbc => block(key, Family::Tdes)?.cbc_enc(m.iv(8)?, data, e),
         AesCbc | Sm4Cbc => block(key, fam(mk)?)?.cbc_enc(m.iv(16)?, data, e),
         Des3CbcPad => block(key, Family::Tdes)?.cbc_pad_enc(m.iv(8)?, data),
@@ -155,7 +158,8 @@ pub(crate) fn decrypt(mk: Mk, m: &Mechanism, key: &Object, data: &[u8], wrapped:
     let elen = if wrapped { CKR_WRAPPED_KEY_LEN_RANGE } else { CKR_ENCRYPTED_DATA_LEN_RANGE };
     let einv = if wrapped { CKR_WRAPPED_KEY_INVALID } else { CKR_ENCRYPTED_DATA_INVALID };
     let r = match mk {
-        Des3Ecb | AesEcb | Sm4Ecb => block(key, fam(mk)?)?.ecb_dec(data, elen)?,
+        Des3Ecb | AesEcb | Sm4Ecb | DesEcb => block(key, fam(mk)?)?.ecb_dec(data, elen)?,
+        DesCbc => block(key, Family::Des)?.cbc_dec(m.iv(8)?, data, elen)?,
         Des3Cbc => block(key, Family::Tdes)?.cbc_dec(m.iv(8)?, data, elen)?,
         AesCbc | Sm4Cbc => block(key, fam(mk)?)?.cbc_dec(m.iv(16)?, data, elen)?,
         Des3CbcPad => {
@@ -259,6 +263,16 @@ fn mac(mk: Mk, m: &Mechanism, key: &Object, data: &[u8]) -> Res<Vec<u8>> {
     use Mk::*;
     match mk {
         Des3Cmac | Des3CmacGeneral => Ok(block(key, Family::Tdes)?.cmac(data)),
+        DesMac | DesMacGeneral => {
+            // PKCS#11 DES-MAC: CBC-MAC with a zero IV, data padded with zero
+            // bytes to a block multiple (PBOC callers pre-pad with 80 00…).
+            let mut d = data.to_vec();
+            if d.is_empty() || d.len() % 8 != 0 {
+                d.resize(d.len().div_ceil(8).max(1) * 8, 0);
+            }
+            let c = block(key, Family::Des)?.cbc_enc(&[0u8; 8], &d, CKR_DATA_LEN_RANGE)?;
+            Ok(c[c.len() - 8..].to_vec())
+        }
         AesCmac | AesCmacGeneral => Ok(block(key, Family::Aes)?.cmac(data)),
         Des3RetailMac | Des3RetailMacNoPad | Des3RetailMacEncIcv => {
             let mut iv = match &m.param {
@@ -285,7 +299,9 @@ fn mac(mk: Mk, m: &Mechanism, key: &Object, data: &[u8]) -> Res<Vec<u8>> {
 
 fn mac_len(mk: Mk, m: &Mechanism, full: usize) -> usize {
     match (mk, &m.param) {
-        (Mk::Des3CmacGeneral | Mk::AesCmacGeneral, Param::Ulong(l)) => (*l as usize).min(full),
+        (Mk::Des3CmacGeneral | Mk::AesCmacGeneral | Mk::DesMacGeneral, Param::Ulong(l)) => (*l as usize).min(full),
+        // PKCS#11: CKM_DES_MAC outputs half a block.
+        (Mk::DesMac, _) => full / 2,
         _ => full,
     }
 }
@@ -295,7 +311,7 @@ pub(crate) fn sign(mk: Mk, m: &Mechanism, key: &Object, data: &[u8]) -> Res<Vec<
     use Mk::*;
     match mk {
         Des3Cmac | Des3CmacGeneral | AesCmac | AesCmacGeneral | Des3RetailMac | Des3RetailMacNoPad
-        | Des3RetailMacEncIcv | Sm4Mac => {
+        | Des3RetailMacEncIcv | Sm4Mac | DesMac | DesMacGeneral => {
             let mut t = mac(mk, m, key, data)?;
             t.truncate(mac_len(mk, m, t.len()));
             Ok(t)
@@ -316,7 +332,7 @@ pub(crate) fn verify(mk: Mk, m: &Mechanism, key: &Object, data: &[u8], sig: &[u8
     use Mk::*;
     match mk {
         Des3Cmac | Des3CmacGeneral | AesCmac | AesCmacGeneral | Des3RetailMac | Des3RetailMacNoPad
-        | Des3RetailMacEncIcv | Sm4Mac => {
+        | Des3RetailMacEncIcv | Sm4Mac | DesMac | DesMacGeneral => {
             let t = mac(mk, m, key, data)?;
             let n = mac_len(mk, m, t.len());
             if sig.len() != n {

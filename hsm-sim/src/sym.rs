@@ -35,6 +35,8 @@ pub(crate) enum Block {
 /// The cipher family a secret key belongs to.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Family {
+    /// Single DES (PBOC e-purse session keys).
+    Des,
     /// DES2/DES3.
     Tdes,
     /// AES.
@@ -63,6 +65,7 @@ impl Block {
     pub(crate) fn new(family: Family, key: &[u8]) -> Res<Self> {
         let bad = |_| CKR_KEY_SIZE_RANGE;
         Ok(match (family, key.len()) {
+            (Family::Des, 8) => Block::Des(Box::new(Des::new_from_slice(key).map_err(bad)?)),
             (Family::Tdes, 16) => Block::Tdes2(Box::new(TdesEde2::new_from_slice(key).map_err(bad)?)),
             (Family::Tdes, 24) => Block::Tdes3(Box::new(TdesEde3::new_from_slice(key).map_err(bad)?)),
             (Family::Aes, 16) => Block::Aes128(Box::new(Aes128::new_from_slice(key).map_err(bad)?)),

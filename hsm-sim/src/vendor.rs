@@ -55,6 +55,10 @@ pub const CKM_DES3_RETAIL_MAC_ENC_ICV: CK_MECHANISM_TYPE = 0x8000_0402;
 /// same length. Lets a ceremony combine key components inside the module.
 pub const CKM_XOR_BASE_AND_KEY: CK_MECHANISM_TYPE = 0x8000_0500;
 
+/// Derivation: new single-DES key = left half ⊕ right half of a DES2 base
+/// key (odd parity forced), as PBOC e-purse TAC computation uses the DTK.
+/// No parameter.
+pub const CKM_DES2_XOR_HALVES: CK_MECHANISM_TYPE = 0x8000_0501;
 /// NXP AN10922 AES-128 key diversification as a derivation: new key =
 /// CMAC(base, D) where D (the parameter, `CK_KEY_DERIVATION_STRING_DATA`,
 /// 1..=32 bytes, its first byte the diversification constant, e.g. 0x01) is
@@ -99,6 +103,8 @@ pub struct VendorIds {
     pub xor_base_and_key: CK_MECHANISM_TYPE,
     /// See [`CKM_AES_AN10922_DERIVE`].
     pub aes_an10922_derive: CK_MECHANISM_TYPE,
+    /// See [`CKM_DES2_XOR_HALVES`].
+    pub des2_xor_halves: CK_MECHANISM_TYPE,
 }
 
 impl Default for VendorIds {
@@ -120,13 +126,14 @@ impl Default for VendorIds {
             des3_retail_mac_enc_icv: CKM_DES3_RETAIL_MAC_ENC_ICV,
             xor_base_and_key: CKM_XOR_BASE_AND_KEY,
             aes_an10922_derive: CKM_AES_AN10922_DERIVE,
+            des2_xor_halves: CKM_DES2_XOR_HALVES,
         }
     }
 }
 
 impl VendorIds {
     /// Every vendor mechanism number with its configuration key.
-    pub fn mechanisms(&self) -> [(&'static str, CK_MECHANISM_TYPE); 14] {
+    pub fn mechanisms(&self) -> [(&'static str, CK_MECHANISM_TYPE); 15] {
         [
             ("sm2_key_pair_gen", self.sm2_key_pair_gen),
             ("sm2_sm3_sign", self.sm2_sm3_sign),
@@ -142,6 +149,7 @@ impl VendorIds {
             ("des3_retail_mac_enc_icv", self.des3_retail_mac_enc_icv),
             ("xor_base_and_key", self.xor_base_and_key),
             ("aes_an10922_derive", self.aes_an10922_derive),
+            ("des2_xor_halves", self.des2_xor_halves),
         ]
     }
 

@@ -203,6 +203,40 @@ fn gp_scp02_session_keys_and_retail_mac() {
 }
 
 #[test]
+fn single_des_epurse_building_blocks() {
+    let (_p, _slot, s) = token();
+    // FIPS 81 / NBS DES validation example: "Now is t".
+    let k = secret(&s, CKK_DES, &h("0123456789ABCDEF"));
+    assert_eq!(hx(&s.encrypt(&vm::<()>(CKM_DES_ECB, None), k, &h("4E6F772069732074")).unwrap()), "3FA40E8A984D4815");
+    // PBOC-style session key: DES3-ECB(DPK, data) into a single-DES key.
+    let dpk = secret(&s, CKK_DES2, &h("0123456789ABCDEFFEDCBA9876543210"));
+    let data = h("1122334400010002");
+    let sk = derive_ecb(&s, CKM_DES3_ECB_ENCRYPT_DATA, dpk, &data, CKK_DES);
+    let mut raw = s.encrypt(&Mechanism::Des3Ecb, dpk, &data).unwrap();
+    for b in raw.iter_mut() {
+        *b = (*b & 0xfe) | u8::from((*b & 0xfe).count_ones() % 2 == 0);
+    }
+    assert_eq!(value(&s, sk), raw);
+    assert_eq!(kcv(&s, sk), kcv(&s, secret(&s, CKK_DES, &raw)));
+    // MAC1-style: DES CBC-MAC over data pre-padded 80 00…, 4 bytes.
+    let mut msg = h("0000000100000001060000000000012024031516304500");
+    msg.push(0x80);
+    while msg.len() % 8 != 0 {
+        msg.push(0);
+    }
+    let four: u64 = 4;
+    let mac = s.sign(&vm(CKM_DES_MAC_GENERAL, Some(&four)), sk, &msg).unwrap();
+    let cbc = s.encrypt(&vm(CKM_DES_CBC, Some(&[0u8; 8])), sk, &msg).unwrap();
+    assert_eq!(mac, cbc[cbc.len() - 8..cbc.len() - 4]);
+    assert_eq!(s.sign(&vm::<()>(CKM_DES_MAC, None), sk, &msg).unwrap(), mac);
+    s.verify(&vm(CKM_DES_MAC_GENERAL, Some(&four)), sk, &msg, &mac).unwrap();
+    // TAC key: DTK left half XOR right half, inside the module.
+    let dtk = secret(&s, CKK_DES2, &h("0123456789ABCDEF1111111111111111"));
+    let tk = s.derive_key(&vm::<()>(vendor::CKM_DES2_XOR_HALVES, None), dtk, &out_template(CKK_DES, None)).unwrap();
+    assert_eq!(kcv(&s, tk), kcv(&s, secret(&s, CKK_DES, &h("1032547698BADCFE"))));
+}
+
+#[test]
 fn des3_wrap_unwrap_ecb_cbc() {
     let (_p, _slot, s) = token();
     let kek = secret(&s, CKK_DES3, &h("0123456789ABCDEF23456789ABCDEF01456789ABCDEF0123"));
