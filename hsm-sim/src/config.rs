@@ -180,3 +180,49 @@ impl FaultConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn sample_file_parses() {
+        let dir = std::env::temp_dir().join(format!("hsm-sim-conf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("hsm-sim.toml");
+        std::fs::write(&path, include_str!("../hsm-sim.sample.toml")).unwrap();
+        let c = Config::from_file(&path).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.slots.len(), 2);
+        assert_eq!(c.slots[1].dir, dir.join("tokens/slot1"));
+        assert_eq!(c.vendor.sm4_ecb, 0x8000_0108);
+        assert_eq!(c.module.pin_kdf_iterations, 100_000);
+    }
+
+    #[test]
+    fn rejects_bad_files() {
+        let parse = |s: &str| toml::from_str::<Config>(s).map_err(|e| e.to_string()).and_then(|c| c.validate());
+        assert!(parse("[module]\nunknown = 1\n").is_err());
+        assert!(parse("[vendor]\nsm4_ecb = 0x108\n").is_err(), "below CKM_VENDOR_DEFINED");
+        assert!(parse("[vendor]\nsm4_ecb = 0x80000109\n").is_err(), "collides with sm4_cbc");
+        assert!(parse("[[slot]]\nid = 0\ndir = \"a\"\n[[slot]]\nid = 0\ndir = \"b\"\n").is_err());
+        assert!(parse("[faults]\nfail_rate = { C_Sign = 1.5 }\n").is_err());
+        assert!(parse("[[slot]]\nid = 3\ndir = \"a\"\n").is_ok());
+    }
+
+    #[test]
+    fn env_fault_syntax() {
+        let mut f = FaultConfig::default();
+        f.apply_env("latency_ms=5; fail_rate.C_Sign=0.25, after_calls=10;after_calls_rv=CKR_SESSION_HANDLE_INVALID;while_file=/tmp/x")
+            .unwrap();
+        assert_eq!(f.latency_ms, 5);
+        assert_eq!(f.fail_rate.get("C_Sign"), Some(&0.25));
+        assert_eq!(f.after_calls, 10);
+        assert_eq!(f.after_calls_rv.as_deref(), Some("CKR_SESSION_HANDLE_INVALID"));
+        assert_eq!(f.while_file, Some(PathBuf::from("/tmp/x")));
+        assert!(FaultConfig::default().apply_env("bogus=1").is_err());
+        assert!(FaultConfig::default().apply_env("latency_ms=abc").is_err());
+        assert!(FaultConfig::default().apply_env("noequals").is_err());
+    }
+}

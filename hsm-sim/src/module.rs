@@ -486,23 +486,30 @@ impl Module {
         if !matches!(user, CKU_SO | CKU_USER | CKU_CONTEXT_SPECIFIC) {
             return Err(CKR_USER_TYPE_INVALID);
         }
-        let mut login = lock(&t.login)?;
         if user == CKU_CONTEXT_SPECIFIC {
             // why: no key here has CKA_ALWAYS_AUTHENTICATE.
             return Err(CKR_OPERATION_NOT_INITIALIZED);
         }
-        match *login {
-            Some(u) if u == user => return Err(CKR_USER_ALREADY_LOGGED_IN),
-            Some(_) => return Err(CKR_USER_ANOTHER_ALREADY_LOGGED_IN),
-            None => {}
-        }
-        if user == CKU_SO && rd!(self.sessions).values().any(|o| o.token == s.token && !o.rw) {
-            return Err(CKR_SESSION_READ_ONLY_EXISTS);
-        }
+        let check_state = |login: &Option<CK_USER_TYPE>| -> Res<()> {
+            match *login {
+                Some(u) if u == user => return Err(CKR_USER_ALREADY_LOGGED_IN),
+                Some(_) => return Err(CKR_USER_ANOTHER_ALREADY_LOGGED_IN),
+                None => {}
+            }
+            if user == CKU_SO && rd!(self.sessions).values().any(|o| o.token == s.token && !o.rw) {
+                return Err(CKR_SESSION_READ_ONLY_EXISTS);
+            }
+            Ok(())
+        };
+        check_state(&*lock(&t.login)?)?;
+        // The slow PIN check runs with no lock held, so other sessions keep
+        // working while someone logs in.
         let meta = rd!(t.meta).clone().ok_or(CKR_TOKEN_NOT_RECOGNIZED)?;
         let rec =
             if user == CKU_SO { meta.so.clone() } else { meta.user.clone().ok_or(CKR_USER_PIN_NOT_INITIALIZED)? };
         let tmk = rec.open(pin, meta.iterations)?;
+        let mut login = lock(&t.login)?;
+        check_state(&login)?;
         self.unlock_tmk(t, tmk)?;
         *login = Some(user);
         Ok(())
