@@ -45,6 +45,15 @@ impl Curve {
         }
     }
 
+    /// DER OID for `CKA_EC_PARAMS`.
+    pub(crate) fn params(self) -> &'static [u8] {
+        match self {
+            Curve::P256 => OID_P256,
+            Curve::P384 => OID_P384,
+            Curve::Sm2 => OID_SM2,
+        }
+    }
+
     /// Field size in bytes.
     pub(crate) fn len(self) -> usize {
         match self {
@@ -326,6 +335,45 @@ pub(crate) fn sm2_decrypt(key: &PrivKey, ct: &[u8]) -> Res<Zeroizing<Vec<u8>>> {
     if bool::from(h.finalize().as_slice().ct_eq(c3)) { Ok(m) } else { Err(CKR_ENCRYPTED_DATA_INVALID) }
 }
 
+/// PKCS#8 `PrivateKeyInfo` DER of a private key (for `C_WrapKey`).
+pub(crate) fn pkcs8_encode(key: &PrivKey) -> Res<Zeroizing<Vec<u8>>> {
+    use elliptic_curve::pkcs8::EncodePrivateKey;
+    let doc = match key {
+        PrivKey::P256(k) => p256::SecretKey::from(k.as_nonzero_scalar()).to_pkcs8_der(),
+        PrivKey::P384(k) => p384::SecretKey::from(k.as_nonzero_scalar()).to_pkcs8_der(),
+        PrivKey::Sm2(k) => k.to_pkcs8_der(),
+        PrivKey::Rsa(k) => rsa::pkcs8::EncodePrivateKey::to_pkcs8_der(&**k),
+    }
+    .map_err(|_| CKR_KEY_NOT_WRAPPABLE)?;
+    Ok(Zeroizing::new(doc.as_bytes().to_vec()))
+}
+
+/// A private key recovered from PKCS#8 (for `C_UnwrapKey`).
+pub(crate) enum Pkcs8Key {
+    /// EC or SM2: curve and private scalar.
+    Ec(Curve, Zeroizing<Vec<u8>>),
+    /// RSA components.
+    Rsa(RsaParts),
+}
+
+/// Parses PKCS#8 `PrivateKeyInfo` DER; anything else is
+/// `CKR_WRAPPED_KEY_INVALID`.
+pub(crate) fn pkcs8_decode(der: &[u8]) -> Res<Pkcs8Key> {
+    use elliptic_curve::pkcs8::DecodePrivateKey;
+    if let Ok(k) = p256::SecretKey::from_pkcs8_der(der) {
+        return Ok(Pkcs8Key::Ec(Curve::P256, Zeroizing::new(k.to_bytes().to_vec())));
+    }
+    if let Ok(k) = p384::SecretKey::from_pkcs8_der(der) {
+        return Ok(Pkcs8Key::Ec(Curve::P384, Zeroizing::new(k.to_bytes().to_vec())));
+    }
+    if let Ok(k) = sm2::SecretKey::from_pkcs8_der(der) {
+        return Ok(Pkcs8Key::Ec(Curve::Sm2, Zeroizing::new(k.to_bytes().to_vec())));
+    }
+    let k =
+        <RsaPrivateKey as rsa::pkcs8::DecodePrivateKey>::from_pkcs8_der(der).map_err(|_| CKR_WRAPPED_KEY_INVALID)?;
+    Ok(Pkcs8Key::Rsa(rsa_parts(&k)?))
+}
+
 /// RSA key components, big-endian.
 pub(crate) struct RsaParts {
     /// Modulus.
@@ -340,6 +388,10 @@ pub(crate) struct RsaParts {
 pub(crate) fn rsa_generate(bits: usize, e: &[u8]) -> Res<RsaParts> {
     let e = BigUint::from_bytes_be(e);
     let k = RsaPrivateKey::new_with_exp(&mut OsRng, bits, &e).map_err(|_| CKR_TEMPLATE_INCONSISTENT)?;
+    rsa_parts(&k)
+}
+
+fn rsa_parts(k: &RsaPrivateKey) -> Res<RsaParts> {
     let z = |v: &BigUint| Zeroizing::new(v.to_bytes_be());
     let primes = k.primes();
     let (p, q) = match primes {

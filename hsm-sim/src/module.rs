@@ -1094,7 +1094,7 @@ impl Module {
         self.usage(&w, CKA_WRAP)?;
         self.allowed(&w, m.ty)?;
         ops::check_param(mk, &m)?;
-        if k.class != CKO_SECRET_KEY {
+        if k.class != CKO_SECRET_KEY && k.class != CKO_PRIVATE_KEY {
             return Err(CKR_KEY_NOT_WRAPPABLE);
         }
         if !k.attrs.flag(CKA_EXTRACTABLE) {
@@ -1103,7 +1103,14 @@ impl Module {
         if k.attrs.flag(CKA_WRAP_WITH_TRUSTED) && !w.attrs.flag(CKA_TRUSTED) {
             return Err(CKR_KEY_NOT_WRAPPABLE);
         }
-        let value = k.value()?;
+        // Private keys travel as PKCS#8 PrivateKeyInfo (as SoftHSM does).
+        let der;
+        let value = if k.class == CKO_PRIVATE_KEY {
+            der = crate::asym::pkcs8_encode(k.private_key()?)?;
+            &der[..]
+        } else {
+            k.value()?
+        };
         if matches!(mk, Mk::Des3Ecb | Mk::Des3Cbc | Mk::AesEcb | Mk::AesCbc | Mk::Sm4Ecb | Mk::Sm4Cbc) {
             let bs = if ops::sym_family(mk) == Some(crate::sym::Family::Tdes) { 8 } else { 16 };
             if value.len() % bs != 0 {
@@ -1150,6 +1157,9 @@ impl Module {
         self.usage(&u, CKA_UNWRAP)?;
         self.allowed(&u, m.ty)?;
         ops::check_param(mk, &m)?;
+        if template.ulong_opt(CKA_CLASS)? == Some(CKO_PRIVATE_KEY) {
+            return self.unwrap_private(&s, h, mk, &m, &u, wrapped, template);
+        }
         self.secret_template(&template)?;
         let kt = self.template_kt(&template, None)?;
         if !kt.is_secret() {
@@ -1167,6 +1177,67 @@ impl Module {
         let value = Zeroizing::new(plain[..len].to_vec());
         let a = object::build_secret(template, &self.vendor, kt, value, Origin::Unwrapped)?;
         self.insert(&s, h, a)
+    }
+
+    /// `C_UnwrapKey` of a PKCS#8-wrapped private key.
+    #[allow(clippy::too_many_arguments)]
+    fn unwrap_private(
+        &self,
+        s: &Session,
+        h: CK_SESSION_HANDLE,
+        mk: Mk,
+        m: &Mechanism,
+        u: &Object,
+        wrapped: &[u8],
+        mut a: Attrs,
+    ) -> Res<CK_OBJECT_HANDLE> {
+        object::check_template(CKO_PRIVATE_KEY, &a)?;
+        for t in [
+            CKA_VALUE,
+            CKA_EC_PARAMS,
+            CKA_MODULUS,
+            CKA_PUBLIC_EXPONENT,
+            CKA_PRIVATE_EXPONENT,
+            CKA_PRIME_1,
+            CKA_PRIME_2,
+            CKA_EXPONENT_1,
+            CKA_EXPONENT_2,
+            CKA_COEFFICIENT,
+        ] {
+            if a.has(t) {
+                return Err(CKR_TEMPLATE_INCONSISTENT);
+            }
+        }
+        let plain = ops::decrypt(mk, m, u, wrapped, true)?;
+        let kt = match crate::asym::pkcs8_decode(&plain)? {
+            crate::asym::Pkcs8Key::Ec(curve, d) => {
+                a.set(CKA_EC_PARAMS, curve.params().to_vec());
+                a.set(CKA_VALUE, d.to_vec());
+                if curve == crate::asym::Curve::Sm2 { Kt::Sm2 } else { Kt::Ec }
+            }
+            crate::asym::Pkcs8Key::Rsa(p) => {
+                a.set(CKA_MODULUS, p.n);
+                a.set(CKA_PUBLIC_EXPONENT, p.e);
+                let [d, p1, p2, e1, e2, c] = p.private;
+                for (t, v) in [
+                    (CKA_PRIVATE_EXPONENT, d),
+                    (CKA_PRIME_1, p1),
+                    (CKA_PRIME_2, p2),
+                    (CKA_EXPONENT_1, e1),
+                    (CKA_EXPONENT_2, e2),
+                    (CKA_COEFFICIENT, c),
+                ] {
+                    a.set(t, v.to_vec());
+                }
+                Kt::Rsa
+            }
+        };
+        if self.template_kt(&a, Some(kt))? != kt {
+            return Err(CKR_TEMPLATE_INCONSISTENT);
+        }
+        a.set_ulong(CKA_KEY_TYPE, kt.ckk(&self.vendor));
+        object::private_defaults(&mut a, &Origin::Unwrapped);
+        self.insert(s, h, a)
     }
 
     /// `C_DeriveKey`.

@@ -735,6 +735,77 @@ fn rsa_pkcs_pss_oaep_wrap() {
 }
 
 #[test]
+fn private_key_wrap_pkcs8() {
+    // Private keys wrap as PKCS#8 PrivateKeyInfo (CA key backup in a ceremony).
+    let (_p, _slot, s) = token();
+    let kek = secret(&s, CKK_AES, &h("000102030405060708090a0b0c0d0e0f"));
+    let cases: [(Mechanism, Vec<Attribute>, Mechanism, KeyType); 3] = [
+        (
+            Mechanism::EccKeyPairGen,
+            vec![Attribute::EcParams(h("06082a8648ce3d030107"))],
+            Mechanism::EcdsaSha256,
+            KeyType::EC,
+        ),
+        (
+            Mechanism::RsaPkcsKeyPairGen,
+            vec![Attribute::ModulusBits(2048.into())],
+            Mechanism::Sha256RsaPkcs,
+            KeyType::RSA,
+        ),
+        (
+            vm::<()>(vendor::CKM_SM2_KEY_PAIR_GEN, None),
+            vec![],
+            vm::<()>(vendor::CKM_SM2_SM3_SIGN, None),
+            kt(vendor::CKK_SM2),
+        ),
+    ];
+    for (gen_mech, mut pub_t, sign_mech, key_type) in cases {
+        pub_t.push(Attribute::Token(false));
+        let (pk, sk) = s
+            .generate_key_pair(
+                &gen_mech,
+                &pub_t,
+                &[Attribute::Token(false), Attribute::Extractable(true), Attribute::Sign(true)],
+            )
+            .unwrap();
+        let w = s.wrap_key(&Mechanism::AesKeyWrapPad, kek, sk).unwrap();
+        let u = s
+            .unwrap_key(
+                &Mechanism::AesKeyWrapPad,
+                kek,
+                &w,
+                &[
+                    Attribute::Class(ObjectClass::PRIVATE_KEY),
+                    Attribute::KeyType(key_type),
+                    Attribute::Token(false),
+                    Attribute::Sign(true),
+                ],
+            )
+            .unwrap();
+        let sig = s.sign(&sign_mech, u, b"backup").unwrap();
+        s.verify(&sign_mech, pk, b"backup", &sig).unwrap();
+        // The unwrapped key is sensitive and neither local nor always sensitive.
+        let info = s.get_attribute_info(u, &[AttributeType::Value, AttributeType::PrivateExponent]).unwrap();
+        assert!(info.iter().all(|i| !matches!(i, cryptoki::object::AttributeInfo::Available(_))));
+        // A corrupted blob is refused.
+        let mut bad = w.clone();
+        bad[3] ^= 1;
+        assert!(
+            s.unwrap_key(&Mechanism::AesKeyWrapPad, kek, &bad, &[Attribute::Class(ObjectClass::PRIVATE_KEY)]).is_err()
+        );
+    }
+    // Non-extractable private keys do not leave.
+    let (_pk, sk) = s
+        .generate_key_pair(
+            &Mechanism::EccKeyPairGen,
+            &[Attribute::EcParams(h("06082a8648ce3d030107")), Attribute::Token(false)],
+            &[Attribute::Token(false)],
+        )
+        .unwrap();
+    assert!(s.wrap_key(&Mechanism::AesKeyWrapPad, kek, sk).is_err());
+}
+
+#[test]
 fn digests_fips180() {
     // FIPS 180-4 examples ("abc").
     let (_p, _slot, s) = token();
