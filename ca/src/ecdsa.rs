@@ -10,7 +10,7 @@ use crate::CaError;
 ///
 /// The input must have even length between 2 and 264 bytes (P-521 at most).
 pub fn ecdsa_raw_to_der(raw: &[u8]) -> Result<Vec<u8>, CaError> {
-    if raw.is_empty() || raw.len() % 2 != 0 || raw.len() > 264 {
+    if raw.is_empty() || !raw.len().is_multiple_of(2) || raw.len() > 264 {
         return Err(CaError::MalformedSignature("ECDSA r||s must have even length, at most 264 bytes"));
     }
     let (r, s) = raw.split_at(raw.len() / 2);

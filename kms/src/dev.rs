@@ -159,10 +159,11 @@ pub fn prepare_layout(opts: &DevOptions) -> Result<DevLayout, DevError> {
 
 fn find_slot(ctx: &Pkcs11, label: &str) -> Result<Option<Slot>, HsmError> {
     for slot in ctx.get_slots_with_token().map_err(|e| HsmError::from_cryptoki("", e))? {
-        if let Ok(info) = ctx.get_token_info(slot) {
-            if info.token_initialized() && info.label().trim_end() == label {
-                return Ok(Some(slot));
-            }
+        if let Ok(info) = ctx.get_token_info(slot)
+            && info.token_initialized()
+            && info.label().trim_end() == label
+        {
+            return Ok(Some(slot));
         }
     }
     Ok(None)
@@ -170,10 +171,10 @@ fn find_slot(ctx: &Pkcs11, label: &str) -> Result<Option<Slot>, HsmError> {
 
 fn free_slot(ctx: &Pkcs11, module: &str) -> Result<Slot, DevError> {
     for slot in ctx.get_slots_with_token().map_err(|e| HsmError::from_cryptoki(module, e))? {
-        if let Ok(info) = ctx.get_token_info(slot) {
-            if !info.token_initialized() {
-                return Ok(slot);
-            }
+        if let Ok(info) = ctx.get_token_info(slot)
+            && !info.token_initialized()
+        {
+            return Ok(slot);
         }
     }
     Err(DevError::NoModule(format!("{module} has no uninitialised token slot for {TOKEN_LABEL:?}")))

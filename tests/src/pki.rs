@@ -57,8 +57,7 @@ impl TestPki {
 
     /// A server certificate for localhost / 127.0.0.1.
     pub fn server(&self) -> ClientCert {
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        let mut params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         self.write("server", params)
     }

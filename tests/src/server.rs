@@ -25,7 +25,8 @@ pub fn kms_bin() -> PathBuf {
             .status()
             .expect("cargo build -p kms");
         assert!(status.success(), "building kms failed");
-        let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace_root().join("target"));
+        let target =
+            std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace_root().join("target"));
         target.join("debug").join("kms")
     })
     .clone()
@@ -159,18 +160,25 @@ impl Server {
             .expect("spawn kms");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(text) = std::fs::read_to_string(&ready) {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
-                    let port = |k: &str| {
-                        v[k].as_str().and_then(|a| a.rsplit(':').next()).and_then(|p| p.parse().ok()).unwrap_or(0)
-                    };
-                    return Server { grpc_port: port("grpc"), ops_port: port("ops"), child: Some(child), log };
-                }
+            if let Ok(text) = std::fs::read_to_string(&ready)
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+            {
+                let port = |k: &str| {
+                    v[k].as_str().and_then(|a| a.rsplit(':').next()).and_then(|p| p.parse().ok()).unwrap_or(0)
+                };
+                return Server { grpc_port: port("grpc"), ops_port: port("ops"), child: Some(child), log };
             }
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("kms exited with {status} before listening:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+                panic!(
+                    "kms exited with {status} before listening:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
             }
-            assert!(Instant::now() < deadline, "kms did not start within 60 s:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+            assert!(
+                Instant::now() < deadline,
+                "kms did not start within 60 s:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

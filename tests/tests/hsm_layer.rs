@@ -88,10 +88,10 @@ fn softhsm_capability_table_matches_what_is_known() {
     }
     // ... and what it does not: no national algorithms, no 3DES wrapping.
     for name in ["sm4_ecb", "sm3", "sm2_sign", "sm4_ecb_encrypt_data"] {
-        let err = caps.require(name).err().expect("no SM algorithms in SoftHSM");
+        let err = caps.require(name).expect_err("no SM algorithms in SoftHSM");
         assert!(err.to_string().contains(MODULE) && err.to_string().contains(name), "{err}");
     }
-    let err = caps.require_wrap("DES2", "CKM_DES3_ECB", "DES2").err().expect("SoftHSM cannot wrap with 3DES");
+    let err = caps.require_wrap("DES2", "CKM_DES3_ECB", "DES2").expect_err("SoftHSM cannot wrap with 3DES");
     assert!(err.to_string().contains("CKR_MECHANISM_INVALID"), "{err}");
     assert!(caps.require_wrap("AES", "CKM_AES_KEY_WRAP", "DES2").is_ok());
     assert!(caps.require_wrap("AES", "CKM_AES_KEY_WRAP_PAD", "AES").is_ok());
@@ -112,7 +112,9 @@ fn close_all_sessions(slot: u64) {
 async fn sessions_invalidated_by_the_module_are_recovered() {
     let (_d, t) = token();
     let hsm = open(&t, &t.pin).unwrap();
-    let random = |hsm: Hsm| async move { hsm.run("random", |s| s.generate_random_vec(16).map_err(|e| HsmError::from_cryptoki("t", e))).await };
+    let random = |hsm: Hsm| async move {
+        hsm.run("random", |s| s.generate_random_vec(16).map_err(|e| HsmError::from_cryptoki("t", e))).await
+    };
     assert_eq!(random(hsm.clone()).await.unwrap().len(), 16);
     assert_eq!(hsm.pool_status().recovered, 0);
 

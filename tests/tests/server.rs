@@ -38,16 +38,16 @@ async fn status_and_capabilities_over_mtls() {
     assert!(row("des3_ecb_encrypt_data").available);
     assert_eq!(row("des3_ecb_encrypt_data").mechanism, 0x1102);
     assert!(!row("sm4_ecb").available);
-    let des3_wrap = caps
-        .wrapping
-        .iter()
-        .find(|w| w.wrapping_key_type == "DES2" && w.mechanism == "CKM_DES3_ECB")
-        .unwrap();
+    let des3_wrap =
+        caps.wrapping.iter().find(|w| w.wrapping_key_type == "DES2" && w.mechanism == "CKM_DES3_ECB").unwrap();
     assert!(!des3_wrap.supported);
     assert_eq!(des3_wrap.error, "CKR_MECHANISM_INVALID");
 
     let who = admin.who_am_i(pb::WhoAmIRequest {}).await.unwrap().into_inner().principal.unwrap();
-    assert_eq!((who.name.as_str(), who.role.as_str(), who.tenant.as_str()), ("operator-client", "operator", "city-3301"));
+    assert_eq!(
+        (who.name.as_str(), who.role.as_str(), who.tenant.as_str()),
+        ("operator-client", "operator", "city-3301")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,11 +132,8 @@ async fn health_and_reflection_answer() {
     let channel = setup.channel(&server, "auditor").await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     for service in ["", "kms.v1.AdminService"] {
-        let r = health
-            .check(tonic_health::pb::HealthCheckRequest { service: service.into() })
-            .await
-            .unwrap()
-            .into_inner();
+        let r =
+            health.check(tonic_health::pb::HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
         assert_eq!(r.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32, "{service:?}");
     }
 
@@ -304,9 +301,8 @@ async fn policy_that_does_not_validate_refuses_to_start() {
     )
     .unwrap();
     let config = setup.write_config();
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace(&root.display().to_string(), &policies.display().to_string());
+    let text =
+        std::fs::read_to_string(&config).unwrap().replace(&root.display().to_string(), &policies.display().to_string());
     std::fs::write(&config, text).unwrap();
     let stderr = expect_startup_failure(&config);
     assert!(stderr.contains("admin.NoSuchThing"), "{stderr}");

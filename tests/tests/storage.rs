@@ -22,7 +22,7 @@ fn event(i: usize) -> AuditEvent {
         tenant: "city-3301".into(),
         action: "admin.GetStatus".into(),
         resource: "Kms::Service::\"AdminService\"".into(),
-        outcome: if i % 2 == 0 { Outcome::Success } else { Outcome::Denied },
+        outcome: if i.is_multiple_of(2) { Outcome::Success } else { Outcome::Denied },
         reason: String::new(),
         details: serde_json::json!({ "i": i, "kcv": { "method": "DES3_ZERO", "value": "08D7B4" } }),
     }

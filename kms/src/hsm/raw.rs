@@ -25,18 +25,6 @@ pub fn mechanism_type(raw: CK_MECHANISM_TYPE) -> MechanismType {
     unsafe { std::mem::transmute::<CK_MECHANISM_TYPE, MechanismType>(raw) }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn round_trips_unnamed_and_vendor_numbers() {
-        for raw in [cryptoki_sys::CKM_DES3_ECB_ENCRYPT_DATA, cryptoki_sys::CKM_DES3_CMAC, 0x8000_0108, 0x1081] {
-            assert_eq!(CK_MECHANISM_TYPE::from(mechanism_type(raw)), raw);
-        }
-    }
-}
-
 /// Sets the environment variables a PKCS#11 module reads at load time
 /// (for example `SOFTHSM2_CONF`), from `hsm.module_env`.
 ///
@@ -50,5 +38,17 @@ pub fn apply_module_env_before_threads(vars: &std::collections::BTreeMap<String,
         // exists), so no concurrent reader of the environment can observe
         // the write.
         unsafe { std::env::set_var(key, value) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_unnamed_and_vendor_numbers() {
+        for raw in [cryptoki_sys::CKM_DES3_ECB_ENCRYPT_DATA, cryptoki_sys::CKM_DES3_CMAC, 0x8000_0108, 0x1081] {
+            assert_eq!(CK_MECHANISM_TYPE::from(mechanism_type(raw)), raw);
+        }
     }
 }

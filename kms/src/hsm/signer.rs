@@ -27,7 +27,7 @@ pub fn ec_point_from_attribute(value: &[u8]) -> Option<Vec<u8>> {
     match value {
         [0x04, len, rest @ ..] if usize::from(*len) == rest.len() && rest.first() == Some(&0x04) => Some(rest.to_vec()),
         [0x04, 0x81, len, rest @ ..] if usize::from(*len) == rest.len() => Some(rest.to_vec()),
-        [0x04, ..] if value.len() % 2 == 1 => Some(value.to_vec()),
+        [0x04, ..] if !value.len().is_multiple_of(2) => Some(value.to_vec()),
         _ => None,
     }
 }
