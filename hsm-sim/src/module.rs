@@ -9,7 +9,7 @@
 //! sessions on different threads run in parallel.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use cryptoki_sys::*;
@@ -78,10 +78,18 @@ pub(crate) struct Token {
     meta: RwLock<Option<TokenMeta>>,
     login: Mutex<Option<CK_USER_TYPE>>,
     tmk: RwLock<Option<Zeroizing<Vec<u8>>>>,
-    secret_loaded: AtomicBool,
+    known: Mutex<Known>,
     objects: RwLock<HashMap<CK_OBJECT_HANDLE, Arc<Object>>>,
     next_handle: AtomicU64,
     index: usize,
+}
+
+/// Which object files (and which version of the objects directory) this
+/// process has in memory.
+#[derive(Default)]
+struct Known {
+    dir: Option<store::Stamp>,
+    files: HashMap<u64, store::Stamp>,
 }
 
 /// Multi-part operation state for encrypt/decrypt/sign/verify.
@@ -208,12 +216,12 @@ impl Token {
             meta: RwLock::new(meta),
             login: Mutex::new(None),
             tmk: RwLock::new(None),
-            secret_loaded: AtomicBool::new(false),
+            known: Mutex::new(Known::default()),
             objects: RwLock::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             index,
         };
-        t.load_public(v);
+        t.sync(v, true);
         Ok(t)
     }
 
@@ -226,22 +234,62 @@ impl Token {
         store::unhex(&m.as_ref()?.public_key)
     }
 
-    fn load_public(&self, v: &VendorIds) {
-        let Some(k) = self.public_key() else { return };
-        let (objs, bad) = self.dir.load_objects(false, &k);
+    /// Brings the in-memory object map in line with the token directory:
+    /// loads files added or replaced by another process (or not yet
+    /// readable because the token master key was unknown), drops objects
+    /// whose files were removed. Cheap when nothing changed (one `stat`).
+    ///
+    /// why: the ceremony CLI and the service may use the same token
+    /// directory from two processes; keys one creates must become visible to
+    /// the other without a restart.
+    fn sync(&self, v: &VendorIds, force: bool) {
+        let mut known = self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let dir_stamp = self.dir.objects_stamp();
+        if !force && dir_stamp.is_some() && dir_stamp == known.dir {
+            return;
+        }
+        let Some(public_key) = self.public_key() else { return };
+        let tmk = rd!(self.tmk).as_ref().map(|k| Zeroizing::new(k.to_vec()));
+        let listing = self.dir.list_objects();
+        let present: std::collections::HashSet<u64> = listing.iter().map(|(id, _)| *id).collect();
+        let mut bad = 0;
+        let mut loaded = Vec::new();
+        let mut complete = true;
+        for (id, st) in &listing {
+            if known.files.get(id) == Some(st) {
+                continue;
+            }
+            match self.dir.read_object(*id, &public_key, tmk.as_deref().map(|k| &k[..])) {
+                Ok(Some(a)) => match Object::loaded(a, v, *id) {
+                    Ok(o) => loaded.push((*id, *st, o)),
+                    Err(_) => bad += 1,
+                },
+                Ok(None) => complete = false,
+                Err(()) => bad += 1,
+            }
+        }
         if bad > 0 {
             eprintln!("hsm-sim: slot {}: {bad} unreadable object file(s) skipped", self.slot_id);
         }
-        self.insert_loaded(objs, v);
+        {
+            let mut map = wr!(self.objects);
+            map.retain(|_, o| o.file_id.is_none_or(|id| present.contains(&id) || !known.files.contains_key(&id)));
+            for (id, st, o) in loaded {
+                let existing = map.iter().find(|(_, x)| x.file_id == Some(id)).map(|(h, _)| *h);
+                let h = existing.unwrap_or_else(|| self.new_handle());
+                map.insert(h, o);
+                known.files.insert(id, st);
+            }
+        }
+        known.files.retain(|id, _| present.contains(id));
+        // Keep rescanning while some files still wait for the master key.
+        known.dir = if complete { dir_stamp } else { None };
     }
 
-    fn insert_loaded(&self, objs: Vec<(u64, Attrs)>, v: &VendorIds) {
-        if let Ok(mut map) = self.objects.write() {
-            for (id, a) in objs {
-                if let Ok(o) = Object::loaded(a, v, id) {
-                    map.insert(self.new_handle(), o);
-                }
-            }
+    /// Forgets a file this process just removed.
+    fn note_removed(&self, id: u64) {
+        if let Ok(mut k) = self.known.lock() {
+            k.files.remove(&id);
         }
     }
 
@@ -258,7 +306,14 @@ impl Token {
             self.public_key().ok_or(CKR_GENERAL_ERROR)?
         };
         let key = Zeroizing::new(key);
-        self.dir.write_object(id, secret, &key, &o.attrs)
+        // Write and record under the `known` lock so a concurrent `sync`
+        // never mistakes this file for another process's.
+        let mut known = self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.dir.write_object(id, secret, &key, &o.attrs)?;
+        if let Some(st) = self.dir.object_stamp(id) {
+            known.files.insert(id, st);
+        }
+        Ok(())
     }
 }
 
@@ -382,8 +437,9 @@ impl Module {
         *meta = Some(m);
         wr!(t.objects).clear();
         *wr!(t.tmk) = None;
-        t.secret_loaded.store(true, Ordering::SeqCst);
         *lock(&t.login)? = None;
+        drop(meta);
+        *t.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Known::default();
         Ok(())
     }
 
@@ -463,19 +519,9 @@ impl Module {
     // ----- login and PINs -----------------------------------------------------
 
     fn unlock_tmk(&self, t: &Token, tmk: Zeroizing<Vec<u8>>) -> Res<()> {
-        if !t.secret_loaded.swap(true, Ordering::SeqCst) {
-            let (objs, bad) = t.dir.load_objects(true, &tmk);
-            if bad > 0 {
-                eprintln!("hsm-sim: slot {}: {bad} unreadable object file(s) skipped", t.slot_id);
-            }
-            let mut map = wr!(t.objects);
-            for (id, a) in objs {
-                if let Ok(o) = Object::loaded(a, &self.vendor, id) {
-                    map.insert(t.new_handle(), o);
-                }
-            }
-        }
         *wr!(t.tmk) = Some(tmk);
+        // Objects encrypted under the master key become readable now.
+        t.sync(&self.vendor, true);
         Ok(())
     }
 
@@ -504,6 +550,10 @@ impl Module {
         check_state(&*lock(&t.login)?)?;
         // The slow PIN check runs with no lock held, so other sessions keep
         // working while someone logs in.
+        // Another process may have changed a PIN: take token.toml from disk.
+        if let Ok(Some(m)) = t.dir.read_meta() {
+            *wr!(t.meta) = Some(m);
+        }
         let meta = rd!(t.meta).clone().ok_or(CKR_TOKEN_NOT_RECOGNIZED)?;
         let rec =
             if user == CKU_SO { meta.so.clone() } else { meta.user.clone().ok_or(CKR_USER_PIN_NOT_INITIALIZED)? };
@@ -656,6 +706,7 @@ impl Module {
         }
         if let Some(id) = o.file_id {
             t.dir.delete_object(id)?;
+            t.note_removed(id);
         }
         wr!(t.objects).remove(&oh);
         Ok(())
@@ -714,6 +765,7 @@ impl Module {
         if ops.find.is_some() {
             return Err(CKR_OPERATION_ACTIVE);
         }
+        t.sync(&self.vendor, false);
         let user = t.user()?;
         let mut found: Vec<CK_OBJECT_HANDLE> = rd!(t.objects)
             .iter()

@@ -206,37 +206,59 @@ impl TokenDir {
         }
     }
 
-    /// Loads every object of one kind, decrypting with `key`. Files that fail
-    /// authentication are skipped (and reported by the return count).
-    pub(crate) fn load_objects(&self, secret: bool, key: &[u8]) -> (Vec<(u64, Attrs)>, usize) {
-        let mut out = Vec::new();
-        let mut bad = 0;
-        let Ok(rd) = std::fs::read_dir(self.objects()) else { return (out, 0) };
-        let Ok(c) = Aes256Gcm::new_from_slice(key) else { return (out, 0) };
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().to_string();
-            let Some(id) = name.strip_suffix(".obj").and_then(|h| u64::from_str_radix(h, 16).ok()) else {
-                continue;
-            };
-            let Ok(data) = std::fs::read(e.path()) else {
-                bad += 1;
-                continue;
-            };
-            if data.len() < 17 || &data[..4] != MAGIC {
-                bad += 1;
-                continue;
-            }
-            if data[4] != u8::from(secret) {
-                continue;
-            }
-            let mut aad = data[..5].to_vec();
-            aad.extend_from_slice(&id.to_le_bytes());
-            let plain = c.decrypt(aes_gcm::Nonce::from_slice(&data[5..17]), Payload { msg: &data[17..], aad: &aad });
-            match plain.ok().map(Zeroizing::new).and_then(|p| Attrs::deserialize(&p)) {
-                Some(a) => out.push((id, a)),
-                None => bad += 1,
-            }
-        }
-        (out, bad)
+    /// Lists object files: (id, stamp). `None` if the directory is unreadable.
+    pub(crate) fn list_objects(&self) -> Vec<(u64, Stamp)> {
+        let Ok(rd) = std::fs::read_dir(self.objects()) else { return Vec::new() };
+        rd.flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().to_string();
+                let id = name.strip_suffix(".obj").and_then(|h| u64::from_str_radix(h, 16).ok())?;
+                Some((id, stamp(&e.path())?))
+            })
+            .collect()
     }
+
+    /// Stamp of the objects directory (changes when files are added,
+    /// replaced or removed).
+    pub(crate) fn objects_stamp(&self) -> Option<Stamp> {
+        stamp(&self.objects())
+    }
+
+    /// Stamp of one object file.
+    pub(crate) fn object_stamp(&self, id: u64) -> Option<Stamp> {
+        stamp(&self.obj_path(id))
+    }
+
+    /// Reads one object file: `Ok(None)` if it is of the secret kind and no
+    /// token master key is available yet; `Err(())` if unreadable or it
+    /// fails authentication.
+    pub(crate) fn read_object(&self, id: u64, public_key: &[u8], tmk: Option<&[u8]>) -> Result<Option<Attrs>, ()> {
+        let data = std::fs::read(self.obj_path(id)).map_err(|_| ())?;
+        if data.len() < 17 || &data[..4] != MAGIC {
+            return Err(());
+        }
+        let key = match data[4] {
+            0 => public_key,
+            1 => match tmk {
+                Some(k) => k,
+                None => return Ok(None),
+            },
+            _ => return Err(()),
+        };
+        let c = Aes256Gcm::new_from_slice(key).map_err(|_| ())?;
+        let mut aad = data[..5].to_vec();
+        aad.extend_from_slice(&id.to_le_bytes());
+        let plain = c
+            .decrypt(aes_gcm::Nonce::from_slice(&data[5..17]), Payload { msg: &data[17..], aad: &aad })
+            .map_err(|_| ())?;
+        Attrs::deserialize(&Zeroizing::new(plain)).map(Some).ok_or(())
+    }
+}
+
+/// What identifies one version of a file: modification time and length.
+pub(crate) type Stamp = (std::time::SystemTime, u64);
+
+fn stamp(p: &Path) -> Option<Stamp> {
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.modified().ok()?, m.len()))
 }
