@@ -534,3 +534,19 @@ mod tests {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod sample {
+    use super::*;
+
+    /// The commented sample in the repository root parses and validates.
+    #[test]
+    fn sample_configuration_is_valid() -> Result<(), ConfigError> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kms.sample.toml");
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+        let config = Config::parse(&text, &path)?;
+        config.validate()?;
+        assert_eq!(config.hsm.token_label, "city-3301");
+        Ok(())
+    }
+}
