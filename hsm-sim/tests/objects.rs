@@ -240,3 +240,43 @@ fn mechanism_info_tells_the_truth() {
     assert!(d.derive() && !d.encrypt());
     assert!(p.get_mechanism_info(slot, MechanismType::AES_CTR).is_err());
 }
+
+#[test]
+fn copy_object_and_session_states() {
+    use cryptoki::session::SessionState;
+    let (p, slot, s) = token();
+    assert_eq!(s.get_session_info().unwrap().session_state(), SessionState::RwUser);
+    let k = aes(&s, &[Attribute::Label(b"orig".to_vec())]);
+    let c = s.copy_object(k, &[Attribute::Label(b"copy".to_vec())]).unwrap();
+    assert_ne!(c, k);
+    match s.get_attributes(c, &[AttributeType::Label, AttributeType::CheckValue]).unwrap().as_slice() {
+        [Attribute::Label(l), Attribute::CheckValue(v)] => {
+            assert_eq!(l, b"copy");
+            match s.get_attributes(k, &[AttributeType::CheckValue]).unwrap().pop() {
+                Some(Attribute::CheckValue(o)) => assert_eq!(&o, v),
+                o => panic!("{o:?}"),
+            }
+        }
+        o => panic!("{o:?}"),
+    }
+    // The copy keeps the original's sensitivity: it cannot be relaxed.
+    assert_eq!(rv(s.copy_object(k, &[Attribute::Sensitive(false)])), RvError::AttributeReadOnly);
+    let nc = aes(&s, &[Attribute::Copyable(false)]);
+    assert_eq!(rv(s.copy_object(nc, &[])), RvError::ActionProhibited);
+    // Non-destroyable objects stay.
+    let nd = aes(&s, &[Attribute::Destroyable(false)]);
+    assert_eq!(rv(s.destroy_object(nd)), RvError::ActionProhibited);
+    // Session states.
+    let ro = p.open_ro_session(slot).unwrap();
+    assert_eq!(ro.get_session_info().unwrap().session_state(), SessionState::RoUser);
+    s.logout().unwrap();
+    assert_eq!(ro.get_session_info().unwrap().session_state(), SessionState::RoPublic);
+    assert_eq!(s.get_session_info().unwrap().session_state(), SessionState::RwPublic);
+    drop(ro);
+    s.login(UserType::So, Some(&AuthPin::new(SO_PIN.into()))).unwrap();
+    assert_eq!(s.get_session_info().unwrap().session_state(), SessionState::RwSecurityOfficer);
+    assert_eq!(rv(p.open_ro_session(slot)), RvError::SessionReadWriteSoExists);
+    // The SO cannot use private objects.
+    assert_eq!(rv(s.get_attributes(k, &[AttributeType::Label])), RvError::ObjectHandleInvalid);
+    assert_eq!(rv(s.generate_key(&Mechanism::AesKeyGen, &[Attribute::ValueLen(16.into())])), RvError::UserNotLoggedIn);
+}
