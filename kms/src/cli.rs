@@ -130,6 +130,7 @@ pub async fn status(opts: &ClientOptions, json: bool) -> Result<String, ClientEr
                 "token_label": m.token_label, "token_serial": m.token_serial, "state": m.state,
                 "sessions_open": m.sessions_open, "sessions_in_use": m.sessions_in_use,
                 "sessions_max": m.sessions_max, "sessions_recovered": m.sessions_recovered,
+                "error": m.error,
             },
             "database": {
                 "backend": d.backend, "reachable": d.reachable,
@@ -143,6 +144,9 @@ pub async fn status(opts: &ClientOptions, json: bool) -> Result<String, ClientEr
     out.push_str(&format!("kms {}  up {}s\n", s.version, s.uptime_seconds));
     out.push_str(&format!("module    {} ({} {})\n", m.path, m.library, m.library_version));
     out.push_str(&format!("token     {:?} serial {}  state {}\n", m.token_label, m.token_serial, m.state));
+    if !m.error.is_empty() {
+        out.push_str(&format!("          module error: {}\n", m.error));
+    }
     out.push_str(&format!(
         "sessions  {} open, {} in use, {} max, {} recovered\n",
         m.sessions_open, m.sessions_in_use, m.sessions_max, m.sessions_recovered

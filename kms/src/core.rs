@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::audit::{self, AuditEvent, Outcome};
 use crate::authz::{self, Action, Authorized, PolicyEngine, Resource};
 use crate::error::{Error, Result};
-use crate::hsm::{Capabilities, Hsm, ModuleInfo, PoolStatus};
+use crate::hsm::{Capabilities, Hsm, HsmError, ModuleInfo, PoolStatus};
 use crate::identity::{IdentityError, Principal};
 use crate::store::{Backend, Store};
 
@@ -43,6 +43,8 @@ pub struct StatusReport {
     pub audit_records: u64,
     /// Schema version.
     pub schema_version: i64,
+    /// Why the module did not answer the live probe, if it did not.
+    pub module_error: Option<String>,
 }
 
 impl Core {
@@ -101,6 +103,14 @@ impl Core {
 
     /// `GetStatus`.
     pub async fn status(&self, _proof: &Authorized<authz::GetStatus>) -> Result<StatusReport> {
+        // A live round trip, so the report says whether the module answers
+        // now rather than whether it did at the last call.
+        let module_error = self
+            .hsm
+            .run("status_probe", |s| s.get_session_info().map(|_| ()).map_err(|e| HsmError::from_cryptoki("", e)))
+            .await
+            .err()
+            .map(|e| e.to_string());
         let reachable = self.store.ping().await;
         let (audit_records, schema_version) = if reachable {
             (audit::count(&self.store).await? as u64, self.store.schema_version().await?)
@@ -116,6 +126,7 @@ impl Core {
             database_reachable: reachable,
             audit_records,
             schema_version,
+            module_error,
         })
     }
 

@@ -148,12 +148,19 @@ pub struct Server {
 impl Server {
     /// Spawns `kms serve --config`, waiting up to 60 s for its ready file.
     pub fn spawn(config: &Path, dir: &Path) -> Server {
+        Server::spawn_with(config, dir, &[], &[])
+    }
+
+    /// Like [`Server::spawn`], with extra environment and arguments.
+    pub fn spawn_with(config: &Path, dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Server {
         let ready = dir.join("ready.json");
         let _ = std::fs::remove_file(&ready);
         let log = dir.join(format!("server-{}.log", crate::unique(3)));
         let mut child = Command::new(kms_bin())
             .args(["serve", "--config"])
             .arg(config)
+            .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -217,7 +224,18 @@ impl Drop for Server {
 /// Runs `kms serve` with `config` expecting it to refuse to start; returns
 /// its stderr.
 pub fn expect_startup_failure(config: &Path) -> String {
-    let out = Command::new(kms_bin()).args(["serve", "--config"]).arg(config).output().expect("spawn kms");
+    expect_startup_failure_with(config, &[], &[])
+}
+
+/// Like [`expect_startup_failure`], with extra environment and arguments.
+pub fn expect_startup_failure_with(config: &Path, env: &[(&str, &str)], args: &[&str]) -> String {
+    let out = Command::new(kms_bin())
+        .args(["serve", "--config"])
+        .arg(config)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("spawn kms");
     assert!(!out.status.success(), "kms started although it should have refused");
     String::from_utf8_lossy(&out.stderr).into_owned()
 }

@@ -310,3 +310,88 @@ async fn policy_that_does_not_validate_refuses_to_start() {
     let stderr = expect_startup_failure(&config);
     assert!(stderr.contains("bad.cedar") && stderr.contains("line 2"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flags_override_environment_which_overrides_the_file() {
+    let setup = Setup::new(DbKind::Sqlite).await;
+    let config = setup.write_config();
+    let unreachable = "postgres://kms:x@127.0.0.1:1/kms";
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(&setup.db.url, unreachable)
+        .replace("[database]\n", "[database]\nconnect_timeout_secs = 1\n");
+    std::fs::write(&config, text).unwrap();
+    // The file alone names an unreachable database.
+    let stderr = kms_tests::server::expect_startup_failure(&config);
+    assert!(stderr.contains("127.0.0.1:1"), "{stderr}");
+    // The environment wins over the file...
+    let mut server =
+        kms_tests::server::Server::spawn_with(&config, setup.dir.path(), &[("KMS_DATABASE_URL", &setup.db.url)], &[]);
+    let mut admin = AdminServiceClient::new(setup.channel(&server, "operator").await);
+    let db = admin.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner().database.unwrap();
+    assert!(db.reachable);
+    assert!(server.terminate().success());
+    // ... and a flag wins over the environment.
+    let stderr = kms_tests::server::expect_startup_failure_with(
+        &config,
+        &[("KMS_DATABASE_URL", &setup.db.url)],
+        &["--database-url", "postgres://flag:x@127.0.0.1:2/kms"],
+    );
+    assert!(stderr.contains("postgres://flag:***@127.0.0.1:2/kms"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limit_holds_further_clients_back() {
+    let mut setup = Setup::new(DbKind::Sqlite).await;
+    setup.extra_config = String::new();
+    let config = setup.write_config();
+    let text = std::fs::read_to_string(&config).unwrap().replace("[server]\n", "[server]\nmax_connections = 1\n");
+    std::fs::write(&config, text).unwrap();
+    let server = kms_tests::server::Server::spawn(&config, setup.dir.path());
+    let first = setup.channel(&server, "operator").await;
+    AdminServiceClient::new(first.clone()).who_am_i(pb::WhoAmIRequest {}).await.unwrap();
+    // A second connection is not served while the first holds the only slot.
+    let cert = setup.pki.client("second", Some("operator"), Some("city-3301"));
+    let opts = setup.client_options(&server, &cert);
+    let second =
+        tokio::time::timeout(std::time::Duration::from_millis(1500), async {
+            let channel = opts.connect().await?;
+            AdminServiceClient::new(channel).who_am_i(pb::WhoAmIRequest {}).await.map_err(|e| {
+                kms::cli::ClientError::Call { rpc: "WhoAmI", code: e.code(), message: e.message().to_owned() }
+            })
+        })
+        .await;
+    assert!(second.is_err() || second.as_ref().is_ok_and(|r| r.is_err()), "second connection was served");
+    // Once the first goes away, the second is served.
+    drop(first);
+    let channel = opts.connect().await.unwrap();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        AdminServiceClient::new(channel).who_am_i(pb::WhoAmIRequest {}),
+    )
+    .await
+    .expect("served after the first connection closed")
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_client_is_dropped_after_the_handshake_timeout() {
+    let setup = Setup::new(DbKind::Sqlite).await;
+    let config = setup.write_config();
+    let text =
+        std::fs::read_to_string(&config).unwrap().replace("[server]\n", "[server]\nhandshake_timeout_secs = 1\n");
+    std::fs::write(&config, text).unwrap();
+    let server = kms_tests::server::Server::spawn(&config, setup.dir.path());
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", server.grpc_port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let n = s.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "expected the server to close the connection");
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(900) && waited < std::time::Duration::from_secs(5),
+        "{waited:?}"
+    );
+    assert!(server.log_text().contains("TLS handshake timed out"));
+}

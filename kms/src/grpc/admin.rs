@@ -70,11 +70,12 @@ fn status_to_proto(r: StatusReport) -> pb::GetStatusResponse {
             library_version: r.module.library_version,
             token_label: r.module.token_label,
             token_serial: r.module.token_serial,
-            state: if r.pool.up { "up" } else { "down" }.to_owned(),
+            state: if r.pool.up && r.module_error.is_none() { "up" } else { "down" }.to_owned(),
             sessions_open: r.pool.open as u32,
             sessions_in_use: r.pool.in_use as u32,
             sessions_max: r.pool.max as u32,
             sessions_recovered: r.pool.recovered,
+            error: r.module_error.unwrap_or_default(),
         }),
         database: Some(pb::DatabaseStatus {
             backend: r.backend.name().to_owned(),
