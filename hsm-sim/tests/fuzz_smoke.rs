@@ -22,4 +22,8 @@ fn fuzz_harness_smoke() {
             .collect();
         harness::run(&data);
     }
+    let stats = harness::stats();
+    eprintln!("successful calls per operation kind: {stats:?}");
+    // Random bytes must reach past argument checking for most operations.
+    assert!(stats.iter().filter(|n| **n > 0).count() >= 6, "{stats:?}");
 }

@@ -10,6 +10,7 @@
 
 use std::ptr::null_mut;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use cryptoki_sys::*;
 use hsm_sim::ffi;
@@ -167,7 +168,9 @@ fn template(i: &mut In, a: &mut Arena) -> (*mut CK_ATTRIBUTE, u64) {
 fn mechanism(i: &mut In, a: &mut Arena, keys: &[u64]) -> CK_MECHANISM {
     let sel = i.byte();
     let ty = if sel < 250 { MECHS[usize::from(sel) % MECHS.len()] } else { i.ulong() };
-    let n = usize::from(i.byte() % 48);
+    // Half the time no raw bytes, so parameter-less mechanisms get through.
+    let b = i.byte();
+    let n = if b < 128 { 0 } else { usize::from(b % 48) };
     let raw = i.bytes(n).to_vec();
     let (bp, bl) = a.buf(&raw);
     let (pp, pl) = match ty {
@@ -301,6 +304,27 @@ fn env() -> &'static Env {
 }
 
 /// Runs one fuzz input.
+/// Every return value is acceptable except `CKR_GENERAL_ERROR`, which the
+/// module only returns for a caught panic (or a broken configuration).
+fn ok(rv: CK_RV) -> CK_RV {
+    assert_ne!(rv, CKR_GENERAL_ERROR, "the module reported an internal error (caught panic?)");
+    if rv == CKR_OK {
+        let op = CURRENT_OP.load(Ordering::Relaxed);
+        HITS[op].fetch_add(1, Ordering::Relaxed);
+    }
+    rv
+}
+
+static CURRENT_OP: AtomicUsize = AtomicUsize::new(0);
+static HITS: [AtomicU64; 10] = [const { AtomicU64::new(0) }; 10];
+
+/// Successful calls so far per operation kind (create, generate, derive,
+/// encrypt, sign, get-attribute, set-attribute, find, wrap, unwrap): shows
+/// how deep random inputs reach.
+pub fn stats() -> [u64; 10] {
+    std::array::from_fn(|i| HITS[i].load(Ordering::Relaxed))
+}
+
 pub fn run(data: &[u8]) {
     let e = env();
     let mut i = In(data);
@@ -315,13 +339,14 @@ pub fn run(data: &[u8]) {
     unsafe {
         for _ in 0..4 {
             let op = i.byte() % 10;
+            CURRENT_OP.store(usize::from(op), Ordering::Relaxed);
             let mut out = vec![0u8; usize::from(i.byte())];
             let mut out_len = out.len() as u64;
             match op {
                 0 => {
                     let (t, n) = template(&mut i, &mut a);
                     let mut k = 0;
-                    if ffi::C_CreateObject(e.h, t, n, &mut k) == CKR_OK {
+                    if ok(ffi::C_CreateObject(e.h, t, n, &mut k)) == CKR_OK {
                         made.push(k);
                     }
                 }
@@ -329,7 +354,7 @@ pub fn run(data: &[u8]) {
                     let mut m = mechanism(&mut i, &mut a, &e.keys);
                     let (t, n) = template(&mut i, &mut a);
                     let mut k = 0;
-                    if ffi::C_GenerateKey(e.h, &mut m, t, n, &mut k) == CKR_OK {
+                    if ok(ffi::C_GenerateKey(e.h, &mut m, t, n, &mut k)) == CKR_OK {
                         made.push(k);
                     }
                 }
@@ -337,7 +362,7 @@ pub fn run(data: &[u8]) {
                     let mut m = mechanism(&mut i, &mut a, &e.keys);
                     let (t, n) = template(&mut i, &mut a);
                     let mut k = 0;
-                    if ffi::C_DeriveKey(e.h, &mut m, key(&mut i), t, n, &mut k) == CKR_OK {
+                    if ok(ffi::C_DeriveKey(e.h, &mut m, key(&mut i), t, n, &mut k)) == CKR_OK {
                         made.push(k);
                     }
                 }
@@ -347,50 +372,51 @@ pub fn run(data: &[u8]) {
                     let d = i.bytes(dl).to_vec();
                     let (init, step): (unsafe extern "C" fn(_, _, _) -> _, unsafe extern "C" fn(_, _, _, _, _) -> _) =
                         if op == 3 { (ffi::C_EncryptInit, ffi::C_Encrypt) } else { (ffi::C_SignInit, ffi::C_Sign) };
-                    if init(e.h, &mut m, key(&mut i)) == CKR_OK {
+                    if ok(init(e.h, &mut m, key(&mut i))) == CKR_OK {
                         let p = if out.is_empty() { null_mut() } else { out.as_mut_ptr() };
-                        let rv = step(e.h, d.as_ptr() as *mut u8, d.len() as u64, p, &mut out_len);
+                        let rv = ok(step(e.h, d.as_ptr() as *mut u8, d.len() as u64, p, &mut out_len));
                         if rv == CKR_OK && p.is_null() || rv == CKR_BUFFER_TOO_SMALL {
                             let mut big = vec![0u8; out_len as usize];
-                            let _ = step(e.h, d.as_ptr() as *mut u8, d.len() as u64, big.as_mut_ptr(), &mut out_len);
+                            let _ =
+                                ok(step(e.h, d.as_ptr() as *mut u8, d.len() as u64, big.as_mut_ptr(), &mut out_len));
                         }
                         // Make sure no operation stays active for the next run.
                         let _ = if op == 3 {
-                            ffi::C_EncryptFinal(e.h, null_mut(), &mut out_len)
+                            ok(ffi::C_EncryptFinal(e.h, null_mut(), &mut out_len))
                         } else {
-                            ffi::C_SignFinal(e.h, null_mut(), &mut out_len)
+                            ok(ffi::C_SignFinal(e.h, null_mut(), &mut out_len))
                         };
                         let mut big = vec![0u8; 4096];
                         let mut bl = 4096;
                         let _ = if op == 3 {
-                            ffi::C_EncryptFinal(e.h, big.as_mut_ptr(), &mut bl)
+                            ok(ffi::C_EncryptFinal(e.h, big.as_mut_ptr(), &mut bl))
                         } else {
-                            ffi::C_SignFinal(e.h, big.as_mut_ptr(), &mut bl)
+                            ok(ffi::C_SignFinal(e.h, big.as_mut_ptr(), &mut bl))
                         };
                     }
                 }
                 5 => {
                     let (t, n) = template(&mut i, &mut a);
-                    let _ = ffi::C_GetAttributeValue(e.h, key(&mut i), t, n);
+                    let _ = ok(ffi::C_GetAttributeValue(e.h, key(&mut i), t, n));
                 }
                 6 => {
                     let (t, n) = template(&mut i, &mut a);
                     let target = made.last().copied().unwrap_or_else(|| key(&mut i));
-                    let _ = ffi::C_SetAttributeValue(e.h, target, t, n);
+                    let _ = ok(ffi::C_SetAttributeValue(e.h, target, t, n));
                 }
                 7 => {
                     let (t, n) = template(&mut i, &mut a);
-                    if ffi::C_FindObjectsInit(e.h, t, n) == CKR_OK {
+                    if ok(ffi::C_FindObjectsInit(e.h, t, n)) == CKR_OK {
                         let mut hs = [0u64; 8];
                         let mut c = 0;
-                        let _ = ffi::C_FindObjects(e.h, hs.as_mut_ptr(), 8, &mut c);
-                        let _ = ffi::C_FindObjectsFinal(e.h);
+                        let _ = ok(ffi::C_FindObjects(e.h, hs.as_mut_ptr(), 8, &mut c));
+                        let _ = ok(ffi::C_FindObjectsFinal(e.h));
                     }
                 }
                 8 => {
                     let mut m = mechanism(&mut i, &mut a, &e.keys);
                     let p = if out.is_empty() { null_mut() } else { out.as_mut_ptr() };
-                    let _ = ffi::C_WrapKey(e.h, &mut m, key(&mut i), key(&mut i), p, &mut out_len);
+                    let _ = ok(ffi::C_WrapKey(e.h, &mut m, key(&mut i), key(&mut i), p, &mut out_len));
                 }
                 _ => {
                     let mut m = mechanism(&mut i, &mut a, &e.keys);
@@ -398,8 +424,16 @@ pub fn run(data: &[u8]) {
                     let w = i.bytes(wl).to_vec();
                     let (t, n) = template(&mut i, &mut a);
                     let mut k = 0;
-                    if ffi::C_UnwrapKey(e.h, &mut m, key(&mut i), w.as_ptr() as *mut u8, w.len() as u64, t, n, &mut k)
-                        == CKR_OK
+                    if ok(ffi::C_UnwrapKey(
+                        e.h,
+                        &mut m,
+                        key(&mut i),
+                        w.as_ptr() as *mut u8,
+                        w.len() as u64,
+                        t,
+                        n,
+                        &mut k,
+                    )) == CKR_OK
                     {
                         made.push(k);
                     }
@@ -407,7 +441,7 @@ pub fn run(data: &[u8]) {
             }
         }
         for k in made {
-            let _ = ffi::C_DestroyObject(e.h, k);
+            let _ = ok(ffi::C_DestroyObject(e.h, k));
         }
     }
 }
