@@ -212,6 +212,19 @@ mod tests {
     }
 
     #[test]
+    fn service_vendor_names_are_accepted() {
+        // The kms configuration's `[hsm.vendor]` names work here too, so one
+        // table can be copied between the two files.
+        let c: Config =
+            toml::from_str("[vendor]\nsm2_sign = 0x80000A01\nkey_xor = 0x80000A02\nretail_mac = 0x80000A03\nsm4_key_type = 0x80000A04\n")
+                .unwrap();
+        assert_eq!(c.vendor.sm2_sm3_sign, 0x8000_0A01);
+        assert_eq!(c.vendor.xor_base_and_key, 0x8000_0A02);
+        assert_eq!(c.vendor.des3_retail_mac, 0x8000_0A03);
+        assert_eq!(c.vendor.ckk_sm4, 0x8000_0A04);
+    }
+
+    #[test]
     fn env_fault_syntax() {
         let mut f = FaultConfig::default();
         f.apply_env("latency_ms=5; fail_rate.C_Sign=0.25, after_calls=10;after_calls_rv=CKR_SESSION_HANDLE_INVALID;while_file=/tmp/x")

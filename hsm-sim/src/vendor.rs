@@ -73,11 +73,13 @@ pub const CKM_AES_AN10922_DERIVE: CK_MECHANISM_TYPE = 0x8000_0600;
 pub struct VendorIds {
     /// Key type for SM2 keys.
     pub ckk_sm2: CK_KEY_TYPE,
-    /// Key type for SM4 keys.
+    /// Key type for SM4 keys (alias `sm4_key_type`, the service's name).
+    #[serde(alias = "sm4_key_type")]
     pub ckk_sm4: CK_KEY_TYPE,
     /// See [`CKM_SM2_KEY_PAIR_GEN`].
     pub sm2_key_pair_gen: CK_MECHANISM_TYPE,
-    /// See [`CKM_SM2_SM3_SIGN`].
+    /// See [`CKM_SM2_SM3_SIGN`] (alias `sm2_sign`, the service's name).
+    #[serde(alias = "sm2_sign")]
     pub sm2_sm3_sign: CK_MECHANISM_TYPE,
     /// See [`CKM_SM2_ENCRYPT`].
     pub sm2_encrypt: CK_MECHANISM_TYPE,
@@ -93,13 +95,15 @@ pub struct VendorIds {
     pub sm4_mac: CK_MECHANISM_TYPE,
     /// See [`CKM_SM4_ECB_ENCRYPT_DATA`].
     pub sm4_ecb_encrypt_data: CK_MECHANISM_TYPE,
-    /// See [`CKM_DES3_RETAIL_MAC`].
+    /// See [`CKM_DES3_RETAIL_MAC`] (alias `retail_mac`, the service's name).
+    #[serde(alias = "retail_mac")]
     pub des3_retail_mac: CK_MECHANISM_TYPE,
     /// See [`CKM_DES3_RETAIL_MAC_NOPAD`].
     pub des3_retail_mac_nopad: CK_MECHANISM_TYPE,
     /// See [`CKM_DES3_RETAIL_MAC_ENC_ICV`].
     pub des3_retail_mac_enc_icv: CK_MECHANISM_TYPE,
-    /// See [`CKM_XOR_BASE_AND_KEY`].
+    /// See [`CKM_XOR_BASE_AND_KEY`] (alias `key_xor`, the service's name).
+    #[serde(alias = "key_xor")]
     pub xor_base_and_key: CK_MECHANISM_TYPE,
     /// See [`CKM_AES_AN10922_DERIVE`].
     pub aes_an10922_derive: CK_MECHANISM_TYPE,
