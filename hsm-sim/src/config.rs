@@ -46,11 +46,16 @@ pub struct ModuleConfig {
     pub min_pin_len: usize,
     /// Maximum PIN length reported and enforced.
     pub max_pin_len: usize,
+    /// Consecutive wrong PINs after which that PIN is locked
+    /// (`CKR_PIN_LOCKED`); 0 = never. A locked user PIN is reset by the SO
+    /// with `C_InitPIN`; a locked SO PIN only by re-initialising the token
+    /// directory.
+    pub max_pin_failures: u32,
 }
 
 impl Default for ModuleConfig {
     fn default() -> Self {
-        Self { pin_kdf_iterations: 100_000, min_pin_len: 4, max_pin_len: 255 }
+        Self { pin_kdf_iterations: 100_000, min_pin_len: 4, max_pin_len: 255, max_pin_failures: 0 }
     }
 }
 

@@ -361,6 +361,21 @@ impl Module {
                 if m.user.is_some() {
                     flags |= CKF_USER_PIN_INITIALIZED;
                 }
+                let max = self.cfg.max_pin_failures;
+                for (n, low, last, locked) in [
+                    (m.user_failures, CKF_USER_PIN_COUNT_LOW, CKF_USER_PIN_FINAL_TRY, CKF_USER_PIN_LOCKED),
+                    (m.so_failures, CKF_SO_PIN_COUNT_LOW, CKF_SO_PIN_FINAL_TRY, CKF_SO_PIN_LOCKED),
+                ] {
+                    if n > 0 {
+                        flags |= low;
+                    }
+                    if max > 0 && n + 1 == max {
+                        flags |= last;
+                    }
+                    if max > 0 && n >= max {
+                        flags |= locked;
+                    }
+                }
                 (m.label.clone(), m.serial.clone())
             }
             None => (String::new(), format!("{:016x}", t.slot_id)),
@@ -414,10 +429,15 @@ impl Module {
             return Err(CKR_SESSION_EXISTS);
         }
         self.check_pin(so_pin)?;
-        let mut meta = wr!(t.meta);
-        if let Some(m) = meta.as_ref() {
-            m.so.open(so_pin, m.iterations)?;
+        // Re-initialisation needs the current SO PIN (and counts failures).
+        if let Ok(Some(m)) = t.dir.read_meta() {
+            *wr!(t.meta) = Some(m);
         }
+        let current = rd!(t.meta).clone();
+        if let Some(m) = current {
+            self.open_pin(t, true, &m.so, so_pin, m.iterations)?;
+        }
+        let mut meta = wr!(t.meta);
         let label = String::from_utf8_lossy(label).trim_end().to_string();
         let tmk = store::random(32);
         let iters = self.cfg.pin_kdf_iterations;
@@ -431,6 +451,8 @@ impl Module {
             so: PinRecord::new(so_pin, &tmk, iters)?,
             user: None,
             public_key: store::hex(&store::random(32)),
+            so_failures: 0,
+            user_failures: 0,
         };
         t.dir.wipe_objects()?;
         t.dir.write_meta(&m)?;
@@ -557,12 +579,49 @@ impl Module {
         let meta = rd!(t.meta).clone().ok_or(CKR_TOKEN_NOT_RECOGNIZED)?;
         let rec =
             if user == CKU_SO { meta.so.clone() } else { meta.user.clone().ok_or(CKR_USER_PIN_NOT_INITIALIZED)? };
-        let tmk = rec.open(pin, meta.iterations)?;
+        let tmk = self.open_pin(t, user == CKU_SO, &rec, pin, meta.iterations)?;
         let mut login = lock(&t.login)?;
         check_state(&login)?;
         self.unlock_tmk(t, tmk)?;
         *login = Some(user);
         Ok(())
+    }
+
+    /// Checks a PIN against its record, counting consecutive failures in
+    /// `token.toml` and refusing a locked PIN (`[module] max_pin_failures`).
+    fn open_pin(&self, t: &Token, so: bool, rec: &PinRecord, pin: &[u8], iters: u32) -> Res<Zeroizing<Vec<u8>>> {
+        let max = self.cfg.max_pin_failures;
+        let failures = |m: &TokenMeta| if so { m.so_failures } else { m.user_failures };
+        if max > 0 && rd!(t.meta).as_ref().is_some_and(|m| failures(m) >= max) {
+            return Err(CKR_PIN_LOCKED);
+        }
+        let r = rec.open(pin, iters);
+        let bump = match r {
+            Err(CKR_PIN_INCORRECT) => Some(true),
+            Ok(_) => Some(false),
+            Err(_) => None,
+        };
+        if let Some(failed) = bump {
+            let mut meta = wr!(t.meta);
+            if let Some(m) = meta.as_mut() {
+                let counter = if so { &mut m.so_failures } else { &mut m.user_failures };
+                let new = if failed { counter.saturating_add(1) } else { 0 };
+                if new != *counter {
+                    let mut copy = m.clone();
+                    if so {
+                        copy.so_failures = new
+                    } else {
+                        copy.user_failures = new
+                    }
+                    t.dir.write_meta(&copy)?;
+                    *m = copy;
+                }
+                if failed && max > 0 && new >= max {
+                    return Err(CKR_PIN_LOCKED);
+                }
+            }
+        }
+        r
     }
 
     /// `C_Logout`.
@@ -589,6 +648,7 @@ impl Module {
         let m = meta.as_mut().ok_or(CKR_TOKEN_NOT_RECOGNIZED)?;
         let mut new = m.clone();
         new.user = Some(PinRecord::new(pin, &tmk, m.iterations)?);
+        new.user_failures = 0;
         t.dir.write_meta(&new)?;
         *m = new;
         Ok(())
@@ -603,19 +663,20 @@ impl Module {
         }
         self.check_pin(new_pin)?;
         let so = t.user()? == Some(CKU_SO);
+        let m = rd!(t.meta).clone().ok_or(CKR_TOKEN_NOT_RECOGNIZED)?;
+        let rec = if so { m.so.clone() } else { m.user.clone().ok_or(CKR_USER_PIN_NOT_INITIALIZED)? };
+        let tmk = self.open_pin(t, so, &rec, old, m.iterations)?;
+        let record = PinRecord::new(new_pin, &tmk, m.iterations)?;
         let mut meta = wr!(t.meta);
-        let m = meta.as_mut().ok_or(CKR_TOKEN_NOT_RECOGNIZED)?;
-        let mut new = m.clone();
+        let cur = meta.as_mut().ok_or(CKR_TOKEN_NOT_RECOGNIZED)?;
+        let mut new = cur.clone();
         if so {
-            let tmk = m.so.open(old, m.iterations)?;
-            new.so = PinRecord::new(new_pin, &tmk, m.iterations)?;
+            new.so = record;
         } else {
-            let rec = m.user.as_ref().ok_or(CKR_USER_PIN_NOT_INITIALIZED)?;
-            let tmk = rec.open(old, m.iterations)?;
-            new.user = Some(PinRecord::new(new_pin, &tmk, m.iterations)?);
+            new.user = Some(record);
         }
         t.dir.write_meta(&new)?;
-        *m = new;
+        *cur = new;
         Ok(())
     }
 

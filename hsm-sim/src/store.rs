@@ -41,6 +41,12 @@ pub(crate) struct TokenMeta {
     pub user: Option<PinRecord>,
     /// Key for objects without secret material (hex); see README.md.
     pub public_key: String,
+    /// Consecutive wrong SO PINs (reset by a correct one).
+    #[serde(default)]
+    pub so_failures: u32,
+    /// Consecutive wrong user PINs (reset by a correct one or `C_InitPIN`).
+    #[serde(default)]
+    pub user_failures: u32,
 }
 
 /// One PIN's record.
