@@ -63,7 +63,7 @@ pub(crate) fn finalize() -> Res<()> {
 /// Output of an operation that writes into a caller buffer.
 pub(crate) enum Out {
     /// The result (fits the caller's buffer).
-    Data(Vec<u8>),
+    Data(Zeroizing<Vec<u8>>),
     /// The length needed (length query, or the buffer was too small).
     Len(usize),
 }
@@ -946,7 +946,7 @@ impl Module {
             }
         };
         match cap {
-            Some(c) if c >= result.len() => Ok(Out::Data(result.to_vec())),
+            Some(c) if c >= result.len() => Ok(Out::Data(result)),
             _ => {
                 let n = result.len();
                 op.pending = Some(result);
@@ -1028,7 +1028,7 @@ impl Module {
             }
         };
         match cap {
-            Some(c) if c >= r.len() => Ok(Out::Data(r)),
+            Some(c) if c >= r.len() => Ok(Out::Data(Zeroizing::new(r))),
             _ => {
                 let n = r.len();
                 d.pending = Some(r);
@@ -1233,7 +1233,7 @@ impl Module {
         let out = ops::encrypt(mk, &m, &w, value)
             .map_err(|e| if e == CKR_DATA_LEN_RANGE { CKR_KEY_SIZE_RANGE } else { e })?;
         match cap {
-            Some(c) if c >= out.len() => Ok(Out::Data(out)),
+            Some(c) if c >= out.len() => Ok(Out::Data(Zeroizing::new(out))),
             _ => Ok(Out::Len(out.len())),
         }
     }

@@ -113,11 +113,16 @@ impl PinRecord {
 /// Writes `data` to `path` atomically (temp file, fsync, rename, fsync dir).
 pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Res<()> {
     let dir = path.parent().ok_or(CKR_GENERAL_ERROR)?;
-    std::fs::create_dir_all(dir).map_err(|_| CKR_DEVICE_ERROR)?;
+    if !dir.exists() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|_| CKR_DEVICE_ERROR)?;
+    }
     let name = path.file_name().ok_or(CKR_GENERAL_ERROR)?.to_string_lossy();
     let tmp = dir.join(format!(".{name}.{:016x}.tmp", crate::object::random_u64()));
     let res = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+        use std::os::unix::fs::OpenOptionsExt;
+        // Owner-only: token.toml holds PIN verifiers, objects are ciphertext.
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;

@@ -89,10 +89,14 @@ fn token_survives_restart_encrypted_at_rest() {
             assert!(!f.windows(8).any(|x| x == w), "key bytes found on disk");
         }
     }
-    // No temp files left behind.
+    // No temp files left behind; every file is owner-only.
+    use std::os::unix::fs::PermissionsExt;
     for e in std::fs::read_dir(dir.path().join("slot0/objects")).unwrap().flatten() {
         assert!(e.file_name().to_string_lossy().ends_with(".obj"));
+        assert_eq!(e.metadata().unwrap().permissions().mode() & 0o777, 0o600);
     }
+    let meta = std::fs::metadata(dir.path().join("slot0/token.toml")).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     {
         let (p, slot) = start();
         let ti = p.get_token_info(slot).unwrap();
