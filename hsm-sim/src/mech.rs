@@ -77,6 +77,10 @@ pub(crate) enum Mk {
     DesMac,
     DesMacGeneral,
     Des2XorHalves,
+    Sha1Hmac,
+    Sha256Hmac,
+    Sha384Hmac,
+    Sha512Hmac,
 }
 
 /// How the FFI layer must read a mechanism's parameter.
@@ -199,6 +203,10 @@ const STD: &[(CK_MECHANISM_TYPE, Mk)] = &[
     (CKM_SHA384, Mk::Sha384),
     (CKM_SHA512, Mk::Sha512),
     (CKM_GENERIC_SECRET_KEY_GEN, Mk::GenericSecretKeyGen),
+    (CKM_SHA_1_HMAC, Mk::Sha1Hmac),
+    (CKM_SHA256_HMAC, Mk::Sha256Hmac),
+    (CKM_SHA384_HMAC, Mk::Sha384Hmac),
+    (CKM_SHA512_HMAC, Mk::Sha512Hmac),
     (CKM_XOR_BASE_AND_DATA, Mk::XorBaseAndData),
 ];
 
@@ -315,6 +323,7 @@ fn info_sw(k: Mk) -> (CK_ULONG, CK_ULONG, CK_FLAGS) {
         Sha1RsaPkcs | Sha256RsaPkcs | Sha384RsaPkcs | Sha512RsaPkcs | RsaPkcsPss | Sha1RsaPkcsPss
         | Sha256RsaPkcsPss | Sha384RsaPkcsPss | Sha512RsaPkcsPss => (2048, 4096, SV),
         GenericSecretKeyGen => (1, 512, CKF_GENERATE),
+        Sha1Hmac | Sha256Hmac | Sha384Hmac | Sha512Hmac => (1, 512, SV),
         XorBaseAndData | XorBaseAndKey => (1, 512, CKF_DERIVE),
     }
 }

@@ -36,6 +36,13 @@ pub(crate) fn check_key(mk: Mk, key: &Object, private_side: bool) -> Res<()> {
         }
         return Ok(());
     }
+    if matches!(mk, Sha1Hmac | Sha256Hmac | Sha384Hmac | Sha512Hmac) {
+        // PKCS#11 §2.x: HMAC keys are generic secrets.
+        if key.class != CKO_SECRET_KEY || key.kt != Some(Kt::Generic) {
+            return Err(CKR_KEY_TYPE_INCONSISTENT);
+        }
+        return Ok(());
+    }
     let want_class = if private_side { CKO_PRIVATE_KEY } else { CKO_PUBLIC_KEY };
     let want_kt = match mk {
         Ecdsa | EcdsaSha1 | EcdsaSha256 | EcdsaSha384 | EcdsaSha512 | Ecdh1Derive => Kt::Ec,
@@ -263,6 +270,10 @@ fn mac(mk: Mk, m: &Mechanism, key: &Object, data: &[u8]) -> Res<Vec<u8>> {
     use Mk::*;
     match mk {
         Des3Cmac | Des3CmacGeneral => Ok(block(key, Family::Tdes)?.cmac(data)),
+        Sha1Hmac => hmac_tag::<sha1::Sha1>(key.value()?, data),
+        Sha256Hmac => hmac_tag::<sha2::Sha256>(key.value()?, data),
+        Sha384Hmac => hmac_tag::<sha2::Sha384>(key.value()?, data),
+        Sha512Hmac => hmac_tag::<sha2::Sha512>(key.value()?, data),
         DesMac | DesMacGeneral => {
             // PKCS#11 DES-MAC: CBC-MAC with a zero IV, data padded with zero
             // bytes to a block multiple (PBOC callers pre-pad with 80 00…).
@@ -311,7 +322,7 @@ pub(crate) fn sign(mk: Mk, m: &Mechanism, key: &Object, data: &[u8]) -> Res<Vec<
     use Mk::*;
     match mk {
         Des3Cmac | Des3CmacGeneral | AesCmac | AesCmacGeneral | Des3RetailMac | Des3RetailMacNoPad
-        | Des3RetailMacEncIcv | Sm4Mac | DesMac | DesMacGeneral => {
+        | Des3RetailMacEncIcv | Sm4Mac | DesMac | DesMacGeneral | Sha1Hmac | Sha256Hmac | Sha384Hmac | Sha512Hmac => {
             let mut t = mac(mk, m, key, data)?;
             t.truncate(mac_len(mk, m, t.len()));
             Ok(t)
@@ -332,7 +343,7 @@ pub(crate) fn verify(mk: Mk, m: &Mechanism, key: &Object, data: &[u8], sig: &[u8
     use Mk::*;
     match mk {
         Des3Cmac | Des3CmacGeneral | AesCmac | AesCmacGeneral | Des3RetailMac | Des3RetailMacNoPad
-        | Des3RetailMacEncIcv | Sm4Mac | DesMac | DesMacGeneral => {
+        | Des3RetailMacEncIcv | Sm4Mac | DesMac | DesMacGeneral | Sha1Hmac | Sha256Hmac | Sha384Hmac | Sha512Hmac => {
             let t = mac(mk, m, key, data)?;
             let n = mac_len(mk, m, t.len());
             if sig.len() != n {
@@ -349,6 +360,25 @@ pub(crate) fn verify(mk: Mk, m: &Mechanism, key: &Object, data: &[u8], sig: &[u8
             asym::rsa_verify(key.public_key()?, s, &rsa_input(mk, s, data), sig)
         }
     }
+}
+
+fn hmac_tag<D>(key: &[u8], data: &[u8]) -> Res<Vec<u8>>
+where
+    D: digest::core_api::CoreProxy,
+    D::Core: digest::HashMarker
+        + digest::core_api::UpdateCore
+        + digest::core_api::FixedOutputCore
+        + digest::core_api::BufferKindUser<BufferKind = digest::block_buffer::Eager>
+        + Default
+        + Clone,
+    <D::Core as digest::core_api::BlockSizeUser>::BlockSize: digest::typenum::IsLess<digest::typenum::U256>,
+    digest::typenum::Le<<D::Core as digest::core_api::BlockSizeUser>::BlockSize, digest::typenum::U256>:
+        digest::typenum::NonZero,
+{
+    use hmac::Mac;
+    let mut m = hmac::Hmac::<D>::new_from_slice(key).map_err(|_| CKR_KEY_SIZE_RANGE)?;
+    Mac::update(&mut m, data);
+    Ok(Mac::finalize(m).into_bytes().to_vec())
 }
 
 /// A running digest.

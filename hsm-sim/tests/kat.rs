@@ -806,6 +806,25 @@ fn private_key_wrap_pkcs8() {
 }
 
 #[test]
+fn hmac_rfc2202_rfc4231() {
+    // RFC 2202 test case 2 and RFC 4231 test case 2 (key "Jefe").
+    let (_p, _slot, s) = token();
+    let k = secret(&s, CKK_GENERIC_SECRET, b"Jefe");
+    let m = b"what do ya want for nothing?";
+    assert_eq!(hx(&s.sign(&Mechanism::Sha1Hmac, k, m).unwrap()), "EFFCDF6AE5EB2FA2D27416D5F184DF9C259A7C79");
+    let t = s.sign(&Mechanism::Sha256Hmac, k, m).unwrap();
+    assert_eq!(hx(&t), "5BDCC146BF60754E6A042426089575C75A003F089D2739839DEC58B964EC3843");
+    s.verify(&Mechanism::Sha256Hmac, k, m, &t).unwrap();
+    assert_eq!(
+        hx(&s.sign(&Mechanism::Sha384Hmac, k, m).unwrap()),
+        "AF45D2E376484031617F78D2B58A6B1B9C7EF464F5A01B47E42EC3736322445E8E2240CA5E69E2C78B3239ECFAB21649"
+    );
+    // HMAC keys are generic secrets.
+    let aes = secret(&s, CKK_AES, &[0u8; 16]);
+    assert!(s.sign(&Mechanism::Sha256Hmac, aes, m).is_err());
+}
+
+#[test]
 fn digests_fips180() {
     // FIPS 180-4 examples ("abc").
     let (_p, _slot, s) = token();
