@@ -924,8 +924,8 @@ pub unsafe extern "C" fn C_Sign(
 
 macro_rules! op_update {
     ($name:ident, $which:expr) => {
-        /// PKCS#11 `*Update`: input is buffered and no output is produced
-        /// until `*Final` (allowed by PKCS#11 for block modes).
+        /// PKCS#11 `*Update`: block modes return every complete block, other
+        /// mechanisms buffer until `*Final` (length-query convention).
         ///
         /// # Safety
         /// Buffers valid for their lengths.
@@ -938,19 +938,13 @@ macro_rules! op_update {
             ol: CK_ULONG_PTR,
         ) -> CK_RV {
             with(stringify!($name), |m| {
-                if ol.is_null() {
-                    return Err(CKR_ARGUMENTS_BAD);
-                }
-                if out.is_null() {
-                    // A length query must not consume the input.
-                    m.update(h, $which, &[])?;
-                } else {
-                    // SAFETY: caller buffers.
-                    let d = zeroize::Zeroizing::new(unsafe { bytes(data, dl) }?);
-                    m.update(h, $which, &d)?;
-                }
-                // SAFETY: checked non-null.
-                unsafe { put(ol, 0) }
+                // SAFETY: caller buffers.
+                let cap = unsafe { capacity(out, ol) }?;
+                // SAFETY: caller buffers.
+                let d = zeroize::Zeroizing::new(unsafe { bytes(data, dl) }?);
+                let r = m.crypt_update(h, $which, &d, cap)?;
+                // SAFETY: caller buffers, capacity read above.
+                unsafe { write_out(r, out, ol) }
             })
         }
     };

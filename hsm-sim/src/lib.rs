@@ -28,6 +28,8 @@ mod ops;
 #[forbid(unsafe_code)]
 mod store;
 #[forbid(unsafe_code)]
+mod stream;
+#[forbid(unsafe_code)]
 mod sym;
 #[forbid(unsafe_code)]
 pub mod vendor;

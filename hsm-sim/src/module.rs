@@ -99,6 +99,8 @@ pub(crate) struct Op {
     key: Arc<Object>,
     buf: Zeroizing<Vec<u8>>,
     pending: Option<Zeroizing<Vec<u8>>>,
+    /// Block-mode state once `*Update` has been called.
+    stream: Option<crate::stream::Stream>,
 }
 
 /// A running digest.
@@ -903,7 +905,7 @@ impl Module {
         if slot.is_some() {
             return Err(CKR_OPERATION_ACTIVE);
         }
-        *slot = Some(Op { mk, mech: m, key, buf: Zeroizing::new(Vec::new()), pending: None });
+        *slot = Some(Op { mk, mech: m, key, buf: Zeroizing::new(Vec::new()), pending: None, stream: None });
         Ok(())
     }
 
@@ -933,6 +935,11 @@ impl Module {
         let mut op = self.take_op(&s, which)?;
         let result = match op.pending.take() {
             Some(r) => r,
+            None if op.stream.is_some() => match op.stream.as_mut() {
+                // `*Final` after streaming `*Update`s (data is empty then).
+                Some(st) => st.finish()?,
+                None => return Err(CKR_GENERAL_ERROR),
+            },
             None => {
                 op.buf.extend_from_slice(data);
                 let r = match which {
@@ -956,8 +963,46 @@ impl Module {
         }
     }
 
-    /// `C_EncryptUpdate` / `C_DecryptUpdate` / `C_SignUpdate` /
-    /// `C_VerifyUpdate`: input is buffered; output comes with `*Final`.
+    /// `C_EncryptUpdate` / `C_DecryptUpdate`: block modes stream (see
+    /// `stream.rs`), other mechanisms buffer and return nothing until
+    /// `*Final`. A length query or a too-small buffer consumes nothing.
+    pub(crate) fn crypt_update(&self, h: CK_SESSION_HANDLE, which: Which, data: &[u8], cap: Option<usize>) -> Res<Out> {
+        let s = self.session(h)?;
+        let mut g = lock(&s.ops)?;
+        let slot = which.slot(&mut g);
+        let op = slot.as_mut().ok_or(CKR_OPERATION_NOT_INITIALIZED)?;
+        if op.pending.is_some() {
+            return Err(CKR_OPERATION_ACTIVE);
+        }
+        if op.stream.is_none() && op.buf.is_empty() {
+            match crate::stream::Stream::new(op.mk, &op.mech, &op.key, which == Which::Encrypt) {
+                Ok(st) => op.stream = st,
+                Err(e) => {
+                    *slot = None;
+                    return Err(e);
+                }
+            }
+        }
+        match op.stream.as_mut() {
+            Some(st) => {
+                let n = st.update_len(data.len());
+                match cap {
+                    Some(c) if c >= n => Ok(Out::Data(st.update(data))),
+                    _ => Ok(Out::Len(n)),
+                }
+            }
+            None => {
+                if cap.is_some() {
+                    op.buf.extend_from_slice(data);
+                    Ok(Out::Data(Zeroizing::new(Vec::new())))
+                } else {
+                    Ok(Out::Len(0))
+                }
+            }
+        }
+    }
+
+    /// `C_SignUpdate` / `C_VerifyUpdate`: input is buffered.
     pub(crate) fn update(&self, h: CK_SESSION_HANDLE, which: Which, data: &[u8]) -> Res<()> {
         let s = self.session(h)?;
         let mut g = lock(&s.ops)?;

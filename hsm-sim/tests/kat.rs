@@ -286,6 +286,46 @@ fn aes_fips197_sp800_38a() {
 }
 
 #[test]
+fn multipart_block_modes_stream() {
+    // Update returns every complete block; results equal single-part ones.
+    let (_p, _slot, s) = token();
+    let aes = secret(&s, CKK_AES, &h("2b7e151628aed2a6abf7158809cf4f3c"));
+    let des = secret(&s, CKK_DES3, &h("0123456789ABCDEF23456789ABCDEF01456789ABCDEF0123"));
+    let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 + 3) as u8).collect();
+    let cases: Vec<(Mechanism, ObjectHandle, usize)> = vec![
+        (Mechanism::AesCbcPad([5; 16]), aes, 1000),
+        (Mechanism::AesCbc([5; 16]), aes, 992),
+        (Mechanism::AesEcb, aes, 992),
+        (Mechanism::Des3CbcPad([6; 8]), des, 1000),
+        (Mechanism::Des3Ecb, des, 1000),
+    ];
+    for (m, k, n) in cases {
+        let pt = &data[..n];
+        let one = s.encrypt(&m, k, pt).unwrap();
+        s.encrypt_init(&m, k).unwrap();
+        let mut out = Vec::new();
+        for c in pt.chunks(37) {
+            let part = s.encrypt_update(c).unwrap();
+            assert_eq!(part.len() % 8, 0);
+            out.extend(part);
+        }
+        out.extend(s.encrypt_final().unwrap());
+        assert_eq!(out, one, "{m:?}");
+        s.decrypt_init(&m, k).unwrap();
+        let mut back = Vec::new();
+        for c in one.chunks(50) {
+            back.extend(s.decrypt_update(c).unwrap());
+        }
+        back.extend(s.decrypt_final().unwrap());
+        assert_eq!(back, pt, "{m:?}");
+    }
+    // A padless stream with a partial block left over fails at Final.
+    s.encrypt_init(&Mechanism::AesCbc([0; 16]), aes).unwrap();
+    assert_eq!(s.encrypt_update(&data[..20]).unwrap().len(), 16);
+    assert!(s.encrypt_final().is_err());
+}
+
+#[test]
 fn aes_gcm_nist() {
     // McGrew & Viega GCM spec, test case 3 (AES-128, 96-bit IV, no AAD).
     let (_p, _slot, s) = token();

@@ -81,6 +81,15 @@ fn pkcs11_tool_interop() {
     with_pin(&["--encrypt", "--id", "03", "-m", "AES-CBC-PAD", "--iv", iv, "-i", &d, "-o", &p("aes.enc")]);
     with_pin(&["--decrypt", "--id", "03", "-m", "AES-CBC-PAD", "--iv", iv, "-i", &p("aes.enc"), "-o", &p("aes.dec")]);
     assert_eq!(std::fs::read(p("aes.dec")).unwrap(), std::fs::read(&data).unwrap());
+    // A long input: pkcs11-tool streams through C_EncryptUpdate with a
+    // fixed-size output buffer.
+    let big = dir.path().join("big.bin");
+    let big_data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&big, &big_data).unwrap();
+    let b = big.display().to_string();
+    with_pin(&["--encrypt", "--id", "03", "-m", "AES-CBC-PAD", "--iv", iv, "-i", &b, "-o", &p("big.enc")]);
+    with_pin(&["--decrypt", "--id", "03", "-m", "AES-CBC-PAD", "--iv", iv, "-i", &p("big.enc"), "-o", &p("big.dec")]);
+    assert_eq!(std::fs::read(p("big.dec")).unwrap(), big_data);
     // Wrap the extractable AES key under the KEK (RFC 3394) and unwrap it.
     with_pin(&["--wrap", "--id", "04", "--application-id", "03", "-m", "AES-KEY-WRAP", "-o", &p("wrapped.bin")]);
     assert_eq!(std::fs::metadata(p("wrapped.bin")).unwrap().len(), 40);
