@@ -373,6 +373,16 @@ pub fn run(data: &[u8]) {
                     let (init, step): (unsafe extern "C" fn(_, _, _) -> _, unsafe extern "C" fn(_, _, _, _, _) -> _) =
                         if op == 3 { (ffi::C_EncryptInit, ffi::C_Encrypt) } else { (ffi::C_SignInit, ffi::C_Sign) };
                     if ok(init(e.h, &mut m, key(&mut i))) == CKR_OK {
+                        if op == 3 && i.byte() % 2 == 0 {
+                            // Multi-part: a few updates (streaming block modes).
+                            for c in d.chunks(usize::from(i.byte() % 40) + 1).take(4) {
+                                let mut buf = vec![0u8; usize::from(i.byte())];
+                                let mut bl = buf.len() as u64;
+                                let bp = if buf.is_empty() { null_mut() } else { buf.as_mut_ptr() };
+                                let _ =
+                                    ok(ffi::C_EncryptUpdate(e.h, c.as_ptr() as *mut u8, c.len() as u64, bp, &mut bl));
+                            }
+                        }
                         let p = if out.is_empty() { null_mut() } else { out.as_mut_ptr() };
                         let rv = ok(step(e.h, d.as_ptr() as *mut u8, d.len() as u64, p, &mut out_len));
                         if rv == CKR_OK && p.is_null() || rv == CKR_BUFFER_TOO_SMALL {
