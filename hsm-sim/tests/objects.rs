@@ -172,6 +172,16 @@ fn templates_handles_and_lengths() {
     let s2h = s2.handle();
     drop(s2);
     let _ = s2h;
+    // Calls in the wrong state.
+    let k3 = aes(&s, &[]);
+    assert_eq!(rv(s.encrypt_final()), RvError::OperationNotInitialized);
+    s.encrypt_init(&Mechanism::AesEcb, k3).unwrap();
+    assert_eq!(rv(s.encrypt_init(&Mechanism::AesEcb, k3)), RvError::OperationActive);
+    assert!(s.encrypt_final().unwrap().is_empty());
+    assert_eq!(rv(s.encrypt_final()), RvError::OperationNotInitialized);
+    assert_eq!(rv(s.sign_final()), RvError::OperationNotInitialized);
+    assert_eq!(rv(s.verify_final(&[0; 16])), RvError::OperationNotInitialized);
+    assert_eq!(rv(s.digest_final()), RvError::OperationNotInitialized);
     // AES-GCM with an unsupported tag length.
     let k2 = aes(&s, &[]);
     let mut iv = [0u8; 12];
