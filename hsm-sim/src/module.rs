@@ -7,6 +7,11 @@
 //! `RwLock` over its object map holding `Arc<Object>`s. Cryptography runs
 //! after the object `Arc` is cloned and every map lock is released, so
 //! sessions on different threads run in parallel.
+//!
+//! Lock order (a lock on the left may be held while taking one on the
+//! right, never the reverse): session `ops` → token `login` → module
+//! `sessions`; `login` → `known` → `meta`/`tmk` → `objects`. `meta` is
+//! released before `login` is taken.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -459,10 +464,11 @@ impl Module {
         t.dir.wipe_objects()?;
         t.dir.write_meta(&m)?;
         *meta = Some(m);
+        // Lock order: never hold `meta` while taking `login`.
+        drop(meta);
         wr!(t.objects).clear();
         *wr!(t.tmk) = None;
         *lock(&t.login)? = None;
-        drop(meta);
         *t.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Known::default();
         Ok(())
     }
