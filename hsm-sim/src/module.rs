@@ -41,7 +41,9 @@ pub(crate) fn get() -> Res<Arc<Module>> {
 /// `C_Initialize`: loads the configuration and every token's public objects.
 pub(crate) fn initialize() -> Res<()> {
     let mut g = MODULE.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if g.is_some() {
+    // why: PKCS#11 v2.40 §6.7.1 — a forked child must call C_Initialize; the
+    // parent's state it inherited is not its own, so that call starts afresh.
+    if g.as_ref().is_some_and(|m| m.pid == std::process::id()) {
         return Err(CKR_CRYPTOKI_ALREADY_INITIALIZED);
     }
     let cfg = Config::load().map_err(|e| {
@@ -186,6 +188,8 @@ pub(crate) struct Module {
     next_session: AtomicU64,
     /// Fault injection.
     pub faults: Faults,
+    /// Process that initialised this instance (fork detection).
+    pid: u32,
 }
 
 // why: every entry point catches panics; a panic while a lock is held must
@@ -338,6 +342,7 @@ impl Module {
             sessions: RwLock::new(HashMap::new()),
             next_session: AtomicU64::new(1),
             faults: Faults::new(&cfg.faults)?,
+            pid: std::process::id(),
         })
     }
 
