@@ -466,8 +466,10 @@ impl Module {
             so_failures: 0,
             user_failures: 0,
         };
-        t.dir.wipe_objects()?;
+        // The new metadata (new master key) goes first: if wiping then fails,
+        // leftover files no longer decrypt and are skipped.
         t.dir.write_meta(&m)?;
+        t.dir.wipe_objects()?;
         *meta = Some(m);
         // Lock order: never hold `meta` while taking `login`.
         drop(meta);
