@@ -22,9 +22,10 @@ use crate::mech::{self, Layout, Mechanism, Param};
 use crate::module::{self, AttrAnswer, Module, Out, Which};
 use crate::sym::{GcmParams, KdfData};
 
-/// Upper bound on template and buffer sizes accepted at the boundary.
+/// Upper bound on template sizes accepted at the boundary.
 const MAX_ITEMS: CK_ULONG = 1 << 16;
-const MAX_BYTES: CK_ULONG = 1 << 30;
+/// Upper bound on one input buffer (and on `C_GenerateRandom`): 64 MiB.
+const MAX_BYTES: CK_ULONG = 64 << 20;
 
 fn guard(f: impl FnOnce() -> Res<()>) -> CK_RV {
     match catch_unwind(AssertUnwindSafe(f)) {
@@ -53,8 +54,11 @@ unsafe fn bytes(p: *const u8, len: CK_ULONG) -> Res<Vec<u8>> {
     if len == 0 {
         return Ok(Vec::new());
     }
-    if p.is_null() || len > MAX_BYTES {
+    if p.is_null() {
         return Err(CKR_ARGUMENTS_BAD);
+    }
+    if len > MAX_BYTES {
+        return Err(CKR_DATA_LEN_RANGE);
     }
     // SAFETY: non-null, and the caller guarantees `len` readable bytes.
     Ok(unsafe { std::slice::from_raw_parts(p, len as usize) }.to_vec())

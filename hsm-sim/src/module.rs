@@ -954,7 +954,7 @@ impl Module {
                 None => return Err(CKR_GENERAL_ERROR),
             },
             None => {
-                op.buf.extend_from_slice(data);
+                buffer(&mut op.buf, data)?;
                 let r = match which {
                     Which::Encrypt => ops::encrypt(op.mk, &op.mech, &op.key, &op.buf).map(Zeroizing::new),
                     Which::Decrypt => ops::decrypt(op.mk, &op.mech, &op.key, &op.buf, false),
@@ -1006,7 +1006,7 @@ impl Module {
             }
             None => {
                 if cap.is_some() {
-                    op.buf.extend_from_slice(data);
+                    buffer(&mut op.buf, data)?;
                     Ok(Out::Data(Zeroizing::new(Vec::new())))
                 } else {
                     Ok(Out::Len(0))
@@ -1023,15 +1023,14 @@ impl Module {
         if op.pending.is_some() {
             return Err(CKR_OPERATION_ACTIVE);
         }
-        op.buf.extend_from_slice(data);
-        Ok(())
+        buffer(&mut op.buf, data)
     }
 
     /// `C_Verify` / `C_VerifyFinal`.
     pub(crate) fn verify_finish(&self, h: CK_SESSION_HANDLE, data: &[u8], sig: &[u8]) -> Res<()> {
         let s = self.session(h)?;
         let mut op = self.take_op(&s, Which::Verify)?;
-        op.buf.extend_from_slice(data);
+        buffer(&mut op.buf, data)?;
         ops::verify(op.mk, &op.mech, &op.key, &op.buf, sig)
     }
 
@@ -1494,9 +1493,11 @@ impl Module {
                 let len = match (kt.fixed_len(), template.ulong_opt(CKA_VALUE_LEN)?) {
                     (Some(f), Some(l)) if l as usize != f => return Err(CKR_TEMPLATE_INCONSISTENT),
                     (Some(f), _) => f,
-                    (None, Some(l)) => l as usize,
+                    (None, Some(l)) => usize::try_from(l).map_err(|_| CKR_KEY_SIZE_RANGE)?,
                     (None, None) => return Err(CKR_TEMPLATE_INCOMPLETE),
                 };
+                // Check the size before deriving (the template is the caller's).
+                kt.check_value_len(len)?;
                 let c = crate::sym::Block::new(f, base.value()?)?;
                 (kt, crate::sym::sp800_108_counter(&c, data, len)?)
             }
@@ -1565,6 +1566,18 @@ impl Module {
         self.session(h)?;
         Err(CKR_RANDOM_SEED_NOT_SUPPORTED)
     }
+}
+
+/// Most input one buffered multi-part operation accepts (64 MiB).
+pub(crate) const MAX_OP_BYTES: usize = 64 << 20;
+
+/// Appends to an operation's input buffer within [`MAX_OP_BYTES`].
+fn buffer(buf: &mut Zeroizing<Vec<u8>>, data: &[u8]) -> Res<()> {
+    if buf.len().saturating_add(data.len()) > MAX_OP_BYTES {
+        return Err(CKR_DATA_LEN_RANGE);
+    }
+    buf.extend_from_slice(data);
+    Ok(())
 }
 
 /// Which multi-part operation.

@@ -440,6 +440,9 @@ fn encode_int(v: u64, little: bool, bits: u64) -> Res<Vec<u8>> {
 /// NIST SP 800-108 KDF in counter mode with a CMAC PRF under `prf`, producing
 /// `len` bytes. Exactly one counter parameter is required.
 pub(crate) fn sp800_108_counter(prf: &Block, data: &[KdfData], len: usize) -> Res<Zeroizing<Vec<u8>>> {
+    if len == 0 || len > 4096 {
+        return Err(CKR_KEY_SIZE_RANGE);
+    }
     if data.iter().filter(|d| matches!(d, KdfData::Counter { .. })).count() != 1 {
         return Err(CKR_MECHANISM_PARAM_INVALID);
     }

@@ -501,6 +501,26 @@ fn gp_scp03_sp800_108_card_cryptogram() {
     let s_mac = scp03_kdf(&s, mac, 0x06, 128, &context, CKK_AES);
     let cc = scp03_kdf(&s, s_mac, 0x00, 64, &context, CKK_GENERIC_SECRET);
     assert_eq!(hx(&value(&s, cc)), "66C484C1D2EF1948");
+    // An absurd length in the template is refused before any work (found
+    // by the fuzz harness: it used to attempt a huge allocation).
+    let mut label = vec![0u8; 12];
+    let mut ctx = context.clone();
+    let mut ctr = CK_SP800_108_COUNTER_FORMAT { bLittleEndian: 0, ulWidthInBits: 8 };
+    let mut len = CK_SP800_108_DKM_LENGTH_FORMAT {
+        dkmLengthMethod: CK_SP800_108_DKM_LENGTH_SUM_OF_KEYS,
+        bLittleEndian: 0,
+        ulWidthInBits: 16,
+    };
+    let mut params = kdf_param(&mut label, &mut ctx, &mut ctr, &mut len);
+    let p = CK_SP800_108_KDF_PARAMS {
+        prfType: CKM_AES_CMAC,
+        ulNumberOfDataParams: params.len() as u64,
+        pDataParams: params.as_mut_ptr(),
+        ulAdditionalDerivedKeys: 0,
+        pAdditionalDerivedKeys: std::ptr::null_mut(),
+    };
+    let huge = out_template(CKK_GENERIC_SECRET, Some(1 << 60));
+    assert!(s.derive_key(&vm(CKM_SP800_108_COUNTER_KDF, Some(&p)), mac, &huge).is_err());
     // Host cryptogram (derivation constant 0x01) and the EXTERNAL
     // AUTHENTICATE C-MAC: AES-CMAC over the 16-byte chaining value || command.
     let hc = scp03_kdf(&s, s_mac, 0x01, 64, &context, CKK_GENERIC_SECRET);
