@@ -74,6 +74,26 @@ actions! {
     GetStatus => "admin.GetStatus",
     /// `AdminService.GetCapabilities`.
     GetCapabilities => "admin.GetCapabilities",
+    /// `KeyService.CreateKey`.
+    CreateKey => "keys.CreateKey",
+    /// `KeyService.ImportKey` from a wrapped delivery.
+    ImportKey => "keys.ImportKey",
+    /// `KeyService.ImportKey` adopting an existing token object.
+    AdoptKey => "keys.AdoptKey",
+    /// `KeyService.GetKey`.
+    GetKey => "keys.GetKey",
+    /// `KeyService.ListKeys`.
+    ListKeys => "keys.ListKeys",
+    /// `KeyService.RotateKey`.
+    RotateKey => "keys.RotateKey",
+    /// `KeyService.SetKeyState`.
+    SetKeyState => "keys.SetKeyState",
+    /// `KeyService.DestroyKey`.
+    DestroyKey => "keys.DestroyKey",
+    /// `KeyService.ListCardProfiles`.
+    ListCardProfiles => "keys.ListCardProfiles",
+    /// `KeyService.DeriveCardKeys` and `DeriveCardKeysBatch`.
+    DeriveCardKeys => "keys.DeriveCardKeys",
 }
 
 /// What an action is taken on.
@@ -81,12 +101,29 @@ actions! {
 pub enum Resource {
     /// A whole gRPC service, e.g. `AdminService`.
     Service(&'static str),
+    /// A catalogue key, by name (all versions).
+    Key(String),
+    /// A card profile, by name.
+    CardProfile(String),
 }
 
 impl Resource {
     fn uid(&self) -> Result<EntityUid, String> {
         match self {
             Resource::Service(name) => uid("Kms::Service", name),
+            Resource::Key(name) => uid("Kms::Key", name),
+            Resource::CardProfile(name) => uid("Kms::CardProfile", name),
+        }
+    }
+
+    fn entity(&self) -> Result<Entity, String> {
+        let uid = self.uid()?;
+        match self {
+            Resource::Service(_) => Ok(Entity::new_no_attrs(uid, HashSet::new())),
+            Resource::Key(name) | Resource::CardProfile(name) => {
+                let attrs = HashMap::from([("name".to_owned(), RestrictedExpression::new_string(name.clone()))]);
+                Entity::new(uid, attrs, HashSet::new()).map_err(|e| e.to_string())
+            }
         }
     }
 }
@@ -95,6 +132,8 @@ impl std::fmt::Display for Resource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Resource::Service(name) => write!(f, "Kms::Service::{name:?}"),
+            Resource::Key(name) => write!(f, "Kms::Key::{name:?}"),
+            Resource::CardProfile(name) => write!(f, "Kms::CardProfile::{name:?}"),
         }
     }
 }
@@ -248,7 +287,7 @@ impl PolicyEngine {
         ]);
         let principal_entity =
             Entity::new(principal_uid.clone(), attrs, HashSet::new()).map_err(|e| deny(e.to_string()))?;
-        let resource_entity = Entity::new_no_attrs(resource_uid.clone(), HashSet::new());
+        let resource_entity = resource.entity().map_err(deny)?;
         let entities = Entities::from_entities([principal_entity, resource_entity], Some(&loaded.schema))
             .map_err(|e| deny(format!("entities: {e}")))?;
         let request = Request::new(principal_uid, action_uid, resource_uid, Context::empty(), Some(&loaded.schema))

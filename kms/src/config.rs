@@ -68,6 +68,43 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub logging: LoggingConfig,
+    /// Card profiles.
+    #[serde(default)]
+    pub profiles: ProfilesConfig,
+    /// Derivation limits.
+    #[serde(default)]
+    pub derive: DeriveConfig,
+}
+
+/// Where card profiles live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProfilesConfig {
+    /// Directory holding `cards/*.toml`.
+    pub dir: PathBuf,
+}
+
+impl Default for ProfilesConfig {
+    fn default() -> Self {
+        ProfilesConfig { dir: PathBuf::from("profiles") }
+    }
+}
+
+/// Limits of card-key derivation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeriveConfig {
+    /// Cards a batch stream may carry.
+    pub max_batch_cards: u64,
+    /// Cards derived, recorded and answered together in a batch stream
+    /// (one database transaction and one audit record per chunk).
+    pub batch_chunk: usize,
+}
+
+impl Default for DeriveConfig {
+    fn default() -> Self {
+        DeriveConfig { max_batch_cards: 1_000_000, batch_chunk: 32 }
+    }
 }
 
 /// The gRPC listener.
@@ -206,6 +243,8 @@ pub struct VendorMechanisms {
     pub key_xor: Option<u64>,
     /// ISO 9797-1 algorithm 3 "retail" MAC (GlobalPlatform SCP02).
     pub retail_mac: Option<u64>,
+    /// NXP AN10922 AES-128 diversification as a key derivation.
+    pub an10922_aes128: Option<u64>,
 }
 
 /// The metadata database.
@@ -351,6 +390,7 @@ impl Config {
             fix(p);
         }
         fix(&mut self.policy.dir);
+        fix(&mut self.profiles.dir);
         if let Some(p) = self.server.ready_file.as_mut() {
             fix(p);
         }
@@ -376,6 +416,8 @@ impl Config {
         range("hsm.recovery.max_attempts", u64::from(self.hsm.recovery.max_attempts), 1, 100)?;
         range("hsm.recovery.max_backoff_ms", self.hsm.recovery.max_backoff_ms, 1, 60_000)?;
         range("hsm.recovery.down_retry_ms", self.hsm.recovery.down_retry_ms, 1, 600_000)?;
+        range("derive.max_batch_cards", self.derive.max_batch_cards, 1, 100_000_000)?;
+        range("derive.batch_chunk", self.derive.batch_chunk as u64, 1, 1024)?;
         range("database.max_connections", u64::from(self.database.max_connections), 1, 1000)?;
         range("database.connect_timeout_secs", self.database.connect_timeout_secs, 1, 300)?;
         if self.hsm.token_label.is_empty() || self.hsm.token_label.len() > 32 {

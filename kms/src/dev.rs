@@ -78,6 +78,8 @@ pub struct DevOptions {
     pub ops_listen: SocketAddr,
     /// Policy directory.
     pub policy_dir: PathBuf,
+    /// Card profile directory.
+    pub profiles_dir: PathBuf,
 }
 
 /// The files of a prepared data directory.
@@ -307,10 +309,12 @@ pub fn bootstrap(opts: &DevOptions, layout: &DevLayout) -> Result<(), DevError> 
          [hsm.module_env]\n{env}\n\
          [database]\nurl = \"sqlite://kms.db\"\n\n\
          [policy]\ndir = {policy}\n\n\
+         [profiles]\ndir = {profiles}\n\n\
          [ops]\nlisten = \"{ops}\"\n",
         listen = opts.listen,
         module = toml_str(&layout.module),
         policy = toml_str(&opts.policy_dir),
+        profiles = toml_str(&opts.profiles_dir),
         ops = opts.ops_listen,
     );
     std::fs::write(&layout.config, config).map_err(io(&layout.config))?;

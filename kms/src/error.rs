@@ -24,6 +24,22 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// The named thing does not exist.
+    #[error("{what} not found")]
+    NotFound {
+        /// What, e.g. `key city/3301/dpk@v2`.
+        what: String,
+    },
+    /// The thing to create exists already.
+    #[error("{what} already exists")]
+    AlreadyExists {
+        /// What.
+        what: String,
+    },
+    /// The request is well-formed but the state of things forbids it (a
+    /// key in the wrong state or of the wrong purpose, a KCV mismatch).
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// The HSM failed or lacks a capability.
     #[error(transparent)]
     Hsm(#[from] HsmError),
@@ -38,3 +54,9 @@ pub enum Error {
 
 /// The service's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        Error::Store(crate::store::StoreError::Query(e))
+    }
+}

@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod authz;
+pub mod card;
 pub mod cli;
 pub mod config;
 pub mod core;
@@ -18,6 +19,8 @@ pub mod error;
 pub mod grpc;
 pub mod hsm;
 pub mod identity;
+pub mod keys;
 pub mod metrics;
+pub mod profiles;
 pub mod server;
 pub mod store;

@@ -73,6 +73,9 @@ enum Command {
         /// Policy directory.
         #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies"))]
         policy_dir: PathBuf,
+        /// Card profile directory.
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../profiles"))]
+        profiles_dir: PathBuf,
         /// Prepare the data directory and exit without serving.
         #[arg(long)]
         init_only: bool,
@@ -156,8 +159,8 @@ fn main() -> ExitCode {
             apply_module_env_before_threads(&config.hsm.module_env);
             serve(config, None)
         }
-        Command::Dev { data_dir, module, listen, ops_listen, policy_dir, init_only } => {
-            let opts = DevOptions { data_dir, module, listen, ops_listen, policy_dir };
+        Command::Dev { data_dir, module, listen, ops_listen, policy_dir, profiles_dir, init_only } => {
+            let opts = DevOptions { data_dir, module, listen, ops_listen, policy_dir, profiles_dir };
             let layout = match dev::prepare_layout(&opts) {
                 Ok(l) => l,
                 Err(e) => return fail(dev::explain(&e)),

@@ -14,6 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use kms_proto::v1::admin_service_server::AdminServiceServer;
+use kms_proto::v1::key_service_server::KeyServiceServer;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -28,7 +29,7 @@ use tonic::transport::server::Connected;
 use crate::authz::{PolicyEngine, PolicyError};
 use crate::config::{Config, ConfigError};
 use crate::core::Core;
-use crate::grpc::{AdminApi, Shared};
+use crate::grpc::{AdminApi, KeyApi, Shared};
 use crate::hsm::{Hsm, HsmError};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
@@ -49,6 +50,9 @@ pub enum StartupError {
     /// The policies.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    /// The card profiles.
+    #[error(transparent)]
+    Profile(#[from] crate::profiles::ProfileError),
     /// TLS material.
     #[error("TLS {what} {path}: {reason}")]
     Tls {
@@ -212,6 +216,7 @@ pub async fn build_core(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<Co
     log_capabilities(&hsm);
     let store = Store::connect(&config.database).await?;
     let policy = Arc::new(PolicyEngine::load(&config.policy.dir)?);
+    let profiles = crate::profiles::CardProfiles::load(&config.profiles.dir)?;
     tracing::info!(
         module = %hsm.info().path,
         token = %hsm.info().token_label,
@@ -219,7 +224,7 @@ pub async fn build_core(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<Co
         policies = policy.policy_count(),
         "core ready"
     );
-    Ok(Arc::new(Core::new(hsm, store, policy)))
+    Ok(Arc::new(Core::new(hsm, store, policy, profiles, config.derive.clone())))
 }
 
 fn log_capabilities(hsm: &Hsm) {
@@ -269,6 +274,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<AdminServiceServer<AdminApi>>().await;
+    health_reporter.set_serving::<KeyServiceServer<KeyApi>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(kms_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -281,9 +287,11 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         client_error_detail: config.logging.client_error_detail,
     };
     let limit = config.server.max_message_bytes;
-    let admin = AdminServiceServer::new(AdminApi::new(shared))
+    let admin = AdminServiceServer::new(AdminApi::new(shared.clone()))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
+    let keys =
+        KeyServiceServer::new(KeyApi::new(shared)).max_decoding_message_size(limit).max_encoding_message_size(limit);
 
     let incoming = accept_loop(
         listener,
@@ -297,7 +305,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         tokio::spawn(crate::server::ops::serve(listener, core.clone(), metrics.clone(), shutdown.clone()));
     }
     tokio::spawn(watch_hsm_health(core.clone(), health_reporter.clone(), shutdown.clone()));
-    tokio::spawn(reload_on_sighup(core.clone(), shutdown.clone()));
+    tokio::spawn(reload_on_sighup(core.clone(), config.profiles.dir.clone(), shutdown.clone()));
 
     let bound = BoundAddrs { grpc: grpc_addr, ops: ops_addr };
     if let Some(path) = &config.server.ready_file {
@@ -312,6 +320,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         .add_service(health_service)
         .add_service(reflection)
         .add_service(admin)
+        .add_service(keys)
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = stop.wait_for(|s| *s).await;
         });
@@ -359,16 +368,22 @@ async fn watch_hsm_health(
     }
 }
 
-async fn reload_on_sighup(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
+async fn reload_on_sighup(core: Arc<Core>, profiles_dir: PathBuf, mut shutdown: watch::Receiver<bool>) {
     let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
         return;
     };
     loop {
         tokio::select! {
-            _ = hup.recv() => match core.policy.reload() {
-                Ok(n) => tracing::info!(policies = n, "policies reloaded"),
-                Err(e) => tracing::error!(error = %e, "policy reload rejected; the previous set stays in force"),
-            },
+            _ = hup.recv() => {
+                match core.policy.reload() {
+                    Ok(n) => tracing::info!(policies = n, "policies reloaded"),
+                    Err(e) => tracing::error!(error = %e, "policy reload rejected; the previous set stays in force"),
+                }
+                match crate::profiles::CardProfiles::load(&profiles_dir) {
+                    Ok(p) => { core.set_profiles(p); tracing::info!("card profiles reloaded") }
+                    Err(e) => tracing::error!(error = %e, "card profile reload rejected; the previous set stays in force"),
+                }
+            }
             _ = shutdown.changed() => return,
         }
     }

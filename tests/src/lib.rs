@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 pub mod pki;
+pub mod seed;
 pub mod server;
 pub mod softhsm;
 

@@ -49,9 +49,24 @@ pub struct Setup {
 impl Setup {
     /// A fresh token, PKI and database of `kind`.
     pub async fn new(kind: DbKind) -> Setup {
+        Setup::build(kind, false).await
+    }
+
+    /// Like [`Setup::new`], with the token in the `SOFTHSM2_CONF` of this
+    /// process, so the test can seed it in-process before the server starts.
+    pub async fn with_seedable_token(kind: DbKind) -> Setup {
+        Setup::build(kind, true).await
+    }
+
+    async fn build(kind: DbKind, in_process: bool) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let pki = TestPki::new(dir.path(), "city");
-        let token = SoftHsmToken::new(dir.path(), &format!("kms-{}", crate::unique(4)));
+        let label = format!("kms-{}", crate::unique(4));
+        let token = if in_process {
+            SoftHsmToken::in_process(dir.path(), &label)
+        } else {
+            SoftHsmToken::new(dir.path(), &label)
+        };
         let db = TestDb::new(kind, dir.path()).await;
         Setup { dir, pki, token, db, extra_config: String::new() }
     }
@@ -87,6 +102,9 @@ url = "{db}"
 [policy]
 dir = "{policies}"
 
+[profiles]
+dir = "{profiles}"
+
 [ops]
 listen = "127.0.0.1:0"
 
@@ -104,6 +122,7 @@ level = "info,kms=debug"
             conf = self.token.conf.display(),
             db = self.db.url,
             policies = workspace_root().join("policies").display(),
+            profiles = workspace_root().join("profiles").display(),
             extra = self.extra_config,
         );
         std::fs::write(&path, text).unwrap();

@@ -7,6 +7,7 @@
 //! and metrics around all of them.
 
 mod admin;
+mod keys;
 pub mod status;
 
 use std::future::Future;
@@ -16,6 +17,7 @@ use std::time::Instant;
 use tonic::{Request, Response, Status};
 
 pub use admin::AdminApi;
+pub use keys::KeyApi;
 
 use crate::core::Core;
 use crate::error::Result;

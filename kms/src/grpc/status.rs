@@ -5,6 +5,9 @@
 //! | `Unauthenticated` (no or unusable client identity) | `UNAUTHENTICATED` |
 //! | `PermissionDenied` (policy) | `PERMISSION_DENIED` |
 //! | `InvalidArgument` | `INVALID_ARGUMENT` |
+//! | `NotFound` | `NOT_FOUND` |
+//! | `AlreadyExists` | `ALREADY_EXISTS` |
+//! | `FailedPrecondition` (key state or purpose, KCV mismatch) | `FAILED_PRECONDITION` |
 //! | HSM: mechanism missing from the capability table | `FAILED_PRECONDITION` |
 //! | HSM: module marked down, device removed, token absent, worker died | `UNAVAILABLE` |
 //! | HSM: `CKR_MECHANISM_INVALID`, `CKR_KEY_TYPE_INCONSISTENT`, `CKR_KEY_FUNCTION_NOT_PERMITTED`, `CKR_KEY_UNEXTRACTABLE`, `CKR_WRAPPING_KEY_TYPE_INCONSISTENT`, `CKR_KEY_NOT_WRAPPABLE` | `FAILED_PRECONDITION` |
@@ -72,6 +75,9 @@ pub fn code(e: &Error) -> Code {
         Error::Unauthenticated(_) => Code::Unauthenticated,
         Error::PermissionDenied(_) => Code::PermissionDenied,
         Error::InvalidArgument { .. } => Code::InvalidArgument,
+        Error::NotFound { .. } => Code::NotFound,
+        Error::AlreadyExists { .. } => Code::AlreadyExists,
+        Error::FailedPrecondition(_) => Code::FailedPrecondition,
         Error::Hsm(h) => hsm_code(h),
         Error::Store(_) => Code::Unavailable,
         Error::AuditUnavailable(_) => Code::Unavailable,
@@ -84,7 +90,12 @@ pub fn to_status(e: &Error, rpc: &str, detail: bool) -> Status {
     let code = code(e);
     let public = match e {
         // These messages are written for the caller and hold no secrets.
-        Error::Unauthenticated(_) | Error::PermissionDenied(_) | Error::InvalidArgument { .. } => e.to_string(),
+        Error::Unauthenticated(_)
+        | Error::PermissionDenied(_)
+        | Error::InvalidArgument { .. }
+        | Error::NotFound { .. }
+        | Error::AlreadyExists { .. }
+        | Error::FailedPrecondition(_) => e.to_string(),
         Error::Hsm(HsmError::MechanismUnavailable { .. }) => e.to_string(),
         Error::Hsm(_) if detail => e.to_string(),
         Error::Hsm(HsmError::Unavailable { .. }) => "the HSM is unavailable; retry later".to_owned(),

@@ -73,6 +73,8 @@ pub struct Capabilities {
     pub rows: Vec<CapabilityRow>,
     /// Wrap probes.
     pub wraps: Vec<WrapRow>,
+    /// Vendor key-type number of SM4 keys, if configured.
+    pub sm4_key_type: Option<u64>,
 }
 
 struct Spec {
@@ -132,6 +134,7 @@ fn specs(v: &VendorMechanisms) -> Vec<Spec> {
         vendor("sm2_encrypt", v.sm2_encrypt, Encrypt),
         vendor("key_xor", v.key_xor, Derive),
         vendor("retail_mac", v.retail_mac, Sign),
+        vendor("an10922_aes128", v.an10922_aes128, Derive),
     ]
 }
 
@@ -232,7 +235,8 @@ impl Capabilities {
             };
             rows.push(row);
         }
-        let mut caps = Capabilities { module: module.to_owned(), rows, wraps: Vec::new() };
+        let mut caps =
+            Capabilities { module: module.to_owned(), rows, wraps: Vec::new(), sm4_key_type: vendor.sm4_key_type };
         caps.wraps = probe_wraps(session, module, vendor, &caps);
         caps
     }
@@ -343,21 +347,22 @@ fn generate(
 fn probe_wraps(session: &Session, module: &str, vendor: &VendorMechanisms, caps: &Capabilities) -> Vec<WrapRow> {
     let zero8 = [0u8; 8];
     let zero16 = [0u8; 16];
-    let mut cases: Vec<(ProbeKey, String, Mechanism<'_>, ProbeKey)> = vec![
-        (ProbeKey::Des2, "CKM_DES3_ECB".into(), Mechanism::Des3Ecb, ProbeKey::Des2),
-        (ProbeKey::Des2, "CKM_DES3_CBC".into(), Mechanism::Des3Cbc(zero8), ProbeKey::Des2),
-        (ProbeKey::Aes128, "CKM_AES_KEY_WRAP".into(), Mechanism::AesKeyWrap, ProbeKey::Aes128),
-        (ProbeKey::Aes128, "CKM_AES_KEY_WRAP".into(), Mechanism::AesKeyWrap, ProbeKey::Des2),
-        (ProbeKey::Aes128, "CKM_AES_KEY_WRAP_PAD".into(), Mechanism::AesKeyWrapPad, ProbeKey::Aes128),
-        (ProbeKey::Aes128, "CKM_AES_KEY_WRAP_PAD".into(), Mechanism::AesKeyWrapPad, ProbeKey::Des2),
-        (ProbeKey::Aes128, "CKM_AES_CBC_PAD".into(), Mechanism::AesCbcPad(zero16), ProbeKey::Aes128),
-        (ProbeKey::Aes128, "CKM_AES_ECB".into(), Mechanism::AesEcb, ProbeKey::Aes128),
-    ];
-    let sm4_ready = caps.row("sm4_key_gen").is_some_and(|r| r.available);
-    if let (true, Some(ecb)) = (sm4_ready, vendor.sm4_ecb) {
-        for wrapped in [ProbeKey::Sm4, ProbeKey::Des2] {
+    let sm4_ready = caps.row("sm4_key_gen").is_some_and(|r| r.available) && vendor.sm4_key_type.is_some();
+    let mut wrapped_kinds = vec![ProbeKey::Des2, ProbeKey::Aes128];
+    if sm4_ready {
+        wrapped_kinds.push(ProbeKey::Sm4);
+    }
+    let mut cases: Vec<(ProbeKey, String, Mechanism<'_>, ProbeKey)> = Vec::new();
+    for wrapped in wrapped_kinds {
+        cases.push((ProbeKey::Des2, "CKM_DES3_ECB".into(), Mechanism::Des3Ecb, wrapped));
+        cases.push((ProbeKey::Des2, "CKM_DES3_CBC".into(), Mechanism::Des3Cbc(zero8), wrapped));
+        cases.push((ProbeKey::Aes128, "CKM_AES_KEY_WRAP".into(), Mechanism::AesKeyWrap, wrapped));
+        cases.push((ProbeKey::Aes128, "CKM_AES_KEY_WRAP_PAD".into(), Mechanism::AesKeyWrapPad, wrapped));
+        cases.push((ProbeKey::Aes128, "CKM_AES_CBC_PAD".into(), Mechanism::AesCbcPad(zero16), wrapped));
+        cases.push((ProbeKey::Aes128, "CKM_AES_ECB".into(), Mechanism::AesEcb, wrapped));
+        if let (true, Some(ecb)) = (sm4_ready, vendor.sm4_ecb) {
             let mech = Mechanism::VendorDefined(VendorDefinedMechanism::new::<()>(mechanism_type(ecb), None));
-            cases.push((ProbeKey::Sm4, format!("vendor:sm4_ecb (0x{ecb:08X})"), mech, wrapped));
+            cases.push((ProbeKey::Sm4, "vendor:sm4_ecb".to_owned(), mech, wrapped));
         }
     }
     cases

@@ -15,6 +15,7 @@
 
 mod caps;
 mod error;
+pub mod keyops;
 pub mod raw;
 pub mod signer;
 
@@ -86,6 +87,7 @@ struct Inner {
     recovery: RecoveryConfig,
     capabilities: Capabilities,
     metrics: Arc<Metrics>,
+    handles: Mutex<std::collections::HashMap<Vec<u8>, cryptoki::object::ObjectHandle>>,
 }
 
 /// A handle on the service's PKCS#11 module and token. Cheap to clone.
@@ -145,6 +147,7 @@ impl Hsm {
             recovery: cfg.recovery.clone(),
             capabilities,
             metrics,
+            handles: Mutex::new(std::collections::HashMap::new()),
         };
         Ok(Hsm { inner: Arc::new(inner) })
     }
@@ -152,6 +155,28 @@ impl Hsm {
     /// The module and token this handle uses.
     pub fn info(&self) -> &ModuleInfo {
         &self.inner.info
+    }
+
+    /// The handle of the secret key with CKA_ID `id`, from a cache filled
+    /// on first use. Call inside [`Hsm::run`]. The cache is emptied when a
+    /// session is reopened (handles may not survive a module restart) and
+    /// entries are dropped by [`Hsm::forget_handle`].
+    pub fn object(&self, session: &Session, id: &[u8]) -> Result<cryptoki::object::ObjectHandle, HsmError> {
+        if let Some(h) = lock(&self.inner.handles).get(id) {
+            return Ok(*h);
+        }
+        let h = keyops::find_by_id(session, &self.inner.info.path, id)?.ok_or_else(|| HsmError::ObjectNotFound {
+            label: format!("CKA_ID {}", hex::encode(id)),
+            token: self.inner.info.token_label.clone(),
+        })?;
+        lock(&self.inner.handles).insert(id.to_vec(), h);
+        Ok(h)
+    }
+
+    /// Drops a cached handle (after the object is destroyed, or when a call
+    /// found it invalid).
+    pub fn forget_handle(&self, id: &[u8]) {
+        lock(&self.inner.handles).remove(id);
     }
 
     /// The PKCS#11 slot id of the token (unstable across restarts on some
@@ -286,6 +311,7 @@ impl Inner {
         };
         self.open.fetch_add(1, Ordering::Relaxed);
         self.recovered.fetch_add(1, Ordering::Relaxed);
+        lock(&self.handles).clear();
         self.metrics.session_recovered();
         tracing::info!(module = %self.info.path, "PKCS#11 session reopened");
         Ok(session)

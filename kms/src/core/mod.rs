@@ -8,10 +8,16 @@ use serde_json::json;
 
 use crate::audit::{self, AuditEvent, Outcome};
 use crate::authz::{self, Action, Authorized, PolicyEngine, Resource};
+use crate::config::DeriveConfig;
 use crate::error::{Error, Result};
 use crate::hsm::{Capabilities, Hsm, HsmError, ModuleInfo, PoolStatus};
 use crate::identity::{IdentityError, Principal};
+use crate::profiles::CardProfiles;
 use crate::store::{Backend, Store};
+
+pub mod batch;
+pub mod derive;
+pub mod keys;
 
 /// The service's shared state.
 pub struct Core {
@@ -21,6 +27,9 @@ pub struct Core {
     pub store: Store,
     /// The policy engine.
     pub policy: Arc<PolicyEngine>,
+    profiles: std::sync::RwLock<Arc<CardProfiles>>,
+    /// Derivation limits.
+    pub derive_limits: DeriveConfig,
     started: Instant,
 }
 
@@ -49,8 +58,36 @@ pub struct StatusReport {
 
 impl Core {
     /// Assembles the core from its parts.
-    pub fn new(hsm: Hsm, store: Store, policy: Arc<PolicyEngine>) -> Core {
-        Core { hsm, store, policy, started: Instant::now() }
+    pub fn new(
+        hsm: Hsm,
+        store: Store,
+        policy: Arc<PolicyEngine>,
+        profiles: CardProfiles,
+        derive_limits: DeriveConfig,
+    ) -> Core {
+        Core {
+            hsm,
+            store,
+            policy,
+            profiles: std::sync::RwLock::new(Arc::new(profiles)),
+            derive_limits,
+            started: Instant::now(),
+        }
+    }
+
+    /// The card profiles in force.
+    pub fn profiles(&self) -> Arc<CardProfiles> {
+        self.profiles.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the card profiles (after they loaded whole).
+    pub fn set_profiles(&self, profiles: CardProfiles) {
+        *self.profiles.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(profiles);
+    }
+
+    /// `ListCardProfiles`.
+    pub fn list_card_profiles(&self, _proof: &Authorized<authz::ListCardProfiles>) -> Arc<CardProfiles> {
+        self.profiles()
     }
 
     /// Asks the policy engine; a denial is audited before it is returned.

@@ -1,0 +1,282 @@
+//! Production batches of card-key derivations.
+//!
+//! A batch has a caller-chosen id. Cards are taken in chunks: each chunk is
+//! derived in one HSM call, then its item records and one audit record are
+//! committed in one transaction, and only then are its results sent. A
+//! retried batch (same id, same parameters) answers the cards already
+//! recorded from the record (`replayed`), so nothing is derived or audited
+//! twice, and goes on with the rest.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+use sqlx::Row;
+
+use super::Core;
+use super::derive::{DeriveRequest, DerivedKey, Plan, card_audit, derive_card, derive_event};
+use crate::audit::{self, Outcome};
+use crate::authz::{self, Authorized};
+use crate::card::{Card, CardInput};
+use crate::error::{Error, Result};
+use crate::keys::now_ms;
+
+/// An opened batch.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// The id.
+    pub id: String,
+    /// The checked plan.
+    pub plan: Plan,
+}
+
+/// The outcome of one card.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemResult {
+    /// Keys derived (or replayed).
+    Keys {
+        /// The keys.
+        keys: Vec<DerivedKey>,
+        /// Answered from the record of an earlier run.
+        replayed: bool,
+    },
+    /// This card failed; the batch goes on.
+    Failed {
+        /// gRPC code.
+        code: tonic::Code,
+        /// Message naming the field.
+        message: String,
+        /// Answered from the record of an earlier run.
+        replayed: bool,
+    },
+}
+
+/// Checks a batch id: 1-64 of `[A-Za-z0-9_.-]`.
+pub fn check_batch_id(id: &str) -> Result<()> {
+    let ok =
+        (1..=64).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument { field: "header.batch_id".into(), reason: "must be 1-64 of [A-Za-z0-9_.-]".into() })
+    }
+}
+
+enum Pending {
+    Done(ItemResult),
+    Derive(Card),
+}
+
+impl Core {
+    /// Opens a new batch or resumes one with the same id and parameters.
+    pub async fn open_batch(
+        &self,
+        proof: &Authorized<authz::DeriveCardKeys>,
+        id: String,
+        req: DeriveRequest,
+    ) -> Result<Batch> {
+        check_batch_id(&id)?;
+        let p = proof.principal();
+        let plan = self.plan_derivation(&req).await?;
+        let pins = serde_json::to_string(&req.pins.iter().map(|(k, v)| (k.as_str(), v)).collect::<BTreeMap<_, _>>())
+            .map_err(|e| Error::InvalidArgument { field: "master_key_versions".into(), reason: e.to_string() })?;
+        let transport = req.transport.to_string();
+        let mut tx = self.store.begin().await?;
+        let existing =
+            sqlx::query("SELECT tenant, profile, transport, pins FROM derivation_batches WHERE batch_id = $1")
+                .bind(&id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let resumed = match existing {
+            Some(row) => {
+                let same = row.try_get::<String, _>("tenant")? == p.tenant
+                    && row.try_get::<String, _>("profile")? == req.profile
+                    && row.try_get::<String, _>("transport")? == transport
+                    && row.try_get::<String, _>("pins")? == pins;
+                if !same {
+                    return Err(Error::FailedPrecondition(format!(
+                        "header.batch_id: batch {id:?} was opened with a different tenant, profile, transport key or pinned versions"
+                    )));
+                }
+                true
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO derivation_batches (batch_id, principal, tenant, profile, transport, pins, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&id)
+                .bind(&p.name)
+                .bind(&p.tenant)
+                .bind(&req.profile)
+                .bind(&transport)
+                .bind(&pins)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+                false
+            }
+        };
+        let mut details = plan.details();
+        details["batch_id"] = json!(id);
+        details["event"] = json!(if resumed { "batch resumed" } else { "batch opened" });
+        audit::append(&mut tx, &derive_event(p, &req.profile, Outcome::Success, String::new(), details))
+            .await
+            .map_err(Error::AuditUnavailable)?;
+        tx.commit().await?;
+        Ok(Batch { id, plan })
+    }
+
+    /// Processes cards `first_index..` of a batch: replays what is recorded,
+    /// derives the rest, records and audits them in one transaction.
+    pub async fn process_chunk(
+        &self,
+        proof: &Authorized<authz::DeriveCardKeys>,
+        batch: &Batch,
+        first_index: u64,
+        cards: Vec<CardInput>,
+    ) -> Result<Vec<ItemResult>> {
+        let p = proof.principal();
+        let last_index = first_index + cards.len() as u64;
+        let rows = sqlx::query(
+            "SELECT idx, card, ok, result FROM derivation_items WHERE batch_id = $1 AND idx >= $2 AND idx < $3",
+        )
+        .bind(&batch.id)
+        .bind(first_index as i64)
+        .bind(last_index as i64)
+        .fetch_all(self.store.pool())
+        .await?;
+        let mut recorded: BTreeMap<u64, (String, bool, String)> = BTreeMap::new();
+        for r in rows {
+            let idx: i64 = r.try_get("idx")?;
+            recorded.insert(idx as u64, (r.try_get("card")?, r.try_get::<i64, _>("ok")? != 0, r.try_get("result")?));
+        }
+        let mut pending = Vec::with_capacity(cards.len());
+        for (offset, input) in cards.iter().enumerate() {
+            let idx = first_index + offset as u64;
+            let card_json = serde_json::to_string(input).unwrap_or_default();
+            pending.push(match recorded.remove(&idx) {
+                Some((stored_card, _, _)) if stored_card != card_json => Pending::Done(ItemResult::Failed {
+                    code: tonic::Code::FailedPrecondition,
+                    message: format!("card {idx}: differs from card {idx} of the first run of batch {}", batch.id),
+                    replayed: true,
+                }),
+                Some((_, true, result)) => match serde_json::from_str::<Vec<DerivedKey>>(&result) {
+                    Ok(keys) => Pending::Done(ItemResult::Keys { keys, replayed: true }),
+                    Err(e) => {
+                        return Err(Error::Store(crate::store::StoreError::Corrupt(format!("batch item {idx}: {e}"))));
+                    }
+                },
+                Some((_, false, message)) => {
+                    Pending::Done(ItemResult::Failed { code: tonic::Code::InvalidArgument, message, replayed: true })
+                }
+                None => match Card::parse(input, &batch.plan.profile) {
+                    Ok(card) => Pending::Derive(card),
+                    Err(e) => Pending::Done(ItemResult::Failed {
+                        code: tonic::Code::InvalidArgument,
+                        message: format!("card {idx}: {e}"),
+                        replayed: false,
+                    }),
+                },
+            });
+        }
+        let to_derive: Vec<(usize, Card)> = pending
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| match p {
+                Pending::Derive(c) => Some((i, c.clone())),
+                Pending::Done(_) => None,
+            })
+            .collect();
+        let derived: Vec<(usize, Result<Vec<DerivedKey>, String>)> = if to_derive.is_empty() {
+            Vec::new()
+        } else {
+            let hsm = self.hsm.clone();
+            let plan = batch.plan.clone();
+            self.hsm
+                .run("derive_batch_chunk", move |s| {
+                    let mut out = Vec::with_capacity(to_derive.len());
+                    for (i, card) in &to_derive {
+                        match derive_card(&hsm, s, &plan, card) {
+                            Ok(keys) => out.push((*i, Ok(keys))),
+                            // A dead session fails the whole chunk so it is retried.
+                            Err(e) if e.session_is_dead() => return Err(e),
+                            Err(e) => out.push((*i, Err(e.to_string()))),
+                        }
+                    }
+                    Ok(out)
+                })
+                .await?
+        };
+        let mut results: Vec<Option<ItemResult>> = pending
+            .into_iter()
+            .map(|p| match p {
+                Pending::Done(r) => Some(r),
+                Pending::Derive(_) => None,
+            })
+            .collect();
+        let mut tx = self.store.begin().await?;
+        let mut audit_items = Vec::new();
+        let now = now_ms();
+        for (offset, input) in cards.iter().enumerate() {
+            let idx = first_index + offset as u64;
+            let card_json = serde_json::to_string(input).unwrap_or_default();
+            let (ok, result_text) = match derived.iter().find(|(i, _)| *i == offset) {
+                Some((_, Ok(keys))) => {
+                    audit_items.push(json!({ "index": idx, "result": card_audit(input, keys) }));
+                    results[offset] = Some(ItemResult::Keys { keys: keys.clone(), replayed: false });
+                    (true, serde_json::to_string(keys).unwrap_or_default())
+                }
+                Some((_, Err(message))) => {
+                    // HSM-side failures are not recorded: a retry tries again.
+                    audit_items.push(json!({ "index": idx, "card": input, "error": message }));
+                    results[offset] = Some(ItemResult::Failed {
+                        code: tonic::Code::FailedPrecondition,
+                        message: message.clone(),
+                        replayed: false,
+                    });
+                    continue;
+                }
+                None => match &results[offset] {
+                    Some(ItemResult::Failed { message, replayed: false, .. }) => {
+                        audit_items.push(json!({ "index": idx, "card": input, "error": message }));
+                        (false, message.clone())
+                    }
+                    _ => continue,
+                },
+            };
+            sqlx::query("INSERT INTO derivation_items (batch_id, idx, card, ok, result, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+                .bind(&batch.id)
+                .bind(idx as i64)
+                .bind(&card_json)
+                .bind(i64::from(ok))
+                .bind(&result_text)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if !audit_items.is_empty() {
+            let mut details = batch.plan.details();
+            details["batch_id"] = json!(batch.id);
+            details["first_index"] = json!(first_index);
+            details["cards"] = json!(audit_items.len());
+            details["items"] = json!(audit_items);
+            audit::append(
+                &mut tx,
+                &derive_event(p, &batch.plan.profile.name, Outcome::Success, String::new(), details),
+            )
+            .await
+            .map_err(Error::AuditUnavailable)?;
+        }
+        tx.commit().await?;
+        Ok(results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or(ItemResult::Failed {
+                    code: tonic::Code::Internal,
+                    message: "no result".into(),
+                    replayed: false,
+                })
+            })
+            .collect())
+    }
+}

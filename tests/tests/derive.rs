@@ -1,0 +1,594 @@
+//! Card-key diversification through the real server against SoftHSM:
+//! known-answer tests against published vectors (../shared/VECTORS.md),
+//! the catalogue life cycle, refusals, and production batches.
+//!
+//! Keys of known value are seeded into the token as a ceremony would, a
+//! security officer adopts the transport keys and imports the master keys
+//! wrapped under one; every derived key comes back wrapped, is unwrapped
+//! here with an independent RFC 3394 implementation (RustCrypto aes-kw) and
+//! compared with the vector, DES keys after normalising parity.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use aes::cipher::{BlockEncrypt, KeyInit, generic_array::GenericArray};
+use kms_proto::v1 as pb;
+use kms_proto::v1::key_service_client::KeyServiceClient;
+use kms_tests::seed::{SeedKey, seed};
+use kms_tests::server::{Server, Setup};
+use kms_tests::softhsm::MODULE;
+use kms_tests::{ALL_DBS, DbKind};
+use tonic::Code;
+use tonic::transport::Channel;
+
+const KEK_IMPORT: [u8; 16] = *b"\x00\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f";
+const KEK_EXPORT: [u8; 16] = *b"\x10\x11\x12\x13\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c\x1d\x1e\x1f";
+/// VECTORS.md: the PBOC / EMV test master key.
+const MK: &str = "0123456789ABCDEFFEDCBA9876543210";
+/// VECTORS.md: GlobalPlatformPro TestPlaintextKeys master key.
+const GP_MK: &str = "404142434445464748494A4B4C4D4E4F";
+
+fn h(s: &str) -> Vec<u8> {
+    hex::decode(s).unwrap()
+}
+
+fn aes_kcv(key: &[u8]) -> String {
+    let c = aes::Aes128::new_from_slice(key).unwrap();
+    let mut b = GenericArray::from([0u8; 16]);
+    c.encrypt_block(&mut b);
+    hex::encode_upper(&b[..3])
+}
+
+fn des3_kcv(key: &[u8]) -> String {
+    let c = des::TdesEde2::new_from_slice(key).unwrap();
+    let mut b = GenericArray::from([0u8; 8]);
+    c.encrypt_block(&mut b);
+    hex::encode_upper(&b[..3])
+}
+
+fn unparity(key: &[u8]) -> Vec<u8> {
+    key.iter().map(|b| b & 0xFE).collect()
+}
+
+fn unwrap_export(wrapped: &[u8]) -> Vec<u8> {
+    aes_kw::KekAes128::from(KEK_EXPORT).unwrap_vec(wrapped).expect("RFC 3394 unwrap with the export KEK")
+}
+
+fn kref(name: &str, version: u32) -> Option<pb::KeyRef> {
+    Some(pb::KeyRef { name: name.into(), version })
+}
+
+struct Env {
+    setup: Setup,
+    server: Server,
+    so: KeyServiceClient<Channel>,
+    partner: KeyServiceClient<Channel>,
+}
+
+async fn env(kind: DbKind) -> Env {
+    let setup = Setup::with_seedable_token(kind).await;
+    seed(
+        MODULE,
+        &setup.token.label,
+        &setup.token.pin,
+        &[
+            SeedKey {
+                label: "ceremony/kek-import",
+                key_type: cryptoki::object::KeyType::AES,
+                value: &KEK_IMPORT,
+                wrap: false,
+                unwrap: true,
+                derive: false,
+            },
+            SeedKey {
+                label: "ceremony/kek-export",
+                key_type: cryptoki::object::KeyType::AES,
+                value: &KEK_EXPORT,
+                wrap: true,
+                unwrap: false,
+                derive: false,
+            },
+        ],
+    );
+    let server = setup.start();
+    let mut so = KeyServiceClient::new(setup.channel(&server, "security_officer").await);
+    let partner = KeyServiceClient::new(setup.channel(&server, "issuance_partner").await);
+    for (name, label, purpose, kek) in [
+        ("city/3301/kek/import", "ceremony/kek-import", pb::KeyPurpose::TransportImport, KEK_IMPORT),
+        ("partner/factory-1/kek", "ceremony/kek-export", pb::KeyPurpose::TransportExport, KEK_EXPORT),
+    ] {
+        let k = so
+            .import_key(pb::ImportKeyRequest {
+                name: name.into(),
+                algorithm: pb::KeyAlgorithm::Aes128 as i32,
+                purpose: purpose as i32,
+                source: Some(pb::import_key_request::Source::HsmObjectLabel(label.into())),
+                expected_kcv: Some(pb::KeyCheckValue { method: "AES_ZERO".into(), value: aes_kcv(&kek) }),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(k.origin, "adopted");
+    }
+    Env { setup, server, so, partner }
+}
+
+async fn import_master(so: &mut KeyServiceClient<Channel>, name: &str, value: &[u8]) -> Result<pb::Key, tonic::Status> {
+    let wrapped = aes_kw::KekAes128::from(KEK_IMPORT).wrap_vec(value).unwrap();
+    so.import_key(pb::ImportKeyRequest {
+        name: name.into(),
+        algorithm: pb::KeyAlgorithm::Des2 as i32,
+        purpose: pb::KeyPurpose::DerivationMaster as i32,
+        source: Some(pb::import_key_request::Source::Wrapped(pb::WrappedKeyMaterial {
+            transport_key: kref("city/3301/kek/import", 0),
+            format: pb::WrapFormat::AesKeyWrap as i32,
+            wrapped,
+        })),
+        expected_kcv: Some(pb::KeyCheckValue { method: "DES3_ZERO".into(), value: des3_kcv(value) }),
+    })
+    .await
+    .map(|r| r.into_inner())
+}
+
+const MOHURD_ROLES: [&str; 11] = ["dcck", "dcmk", "damk", "dpk", "dlk", "dtk", "dulk", "duk", "dpuk", "drpk", "diak"];
+
+async fn import_mohurd(so: &mut KeyServiceClient<Channel>) {
+    for role in MOHURD_ROLES {
+        import_master(so, &format!("city/3301/mohurd/{role}"), &h(MK)).await.unwrap();
+    }
+}
+
+async fn derive(
+    partner: &mut KeyServiceClient<Channel>,
+    profile: &str,
+    card: pb::CardIdentifiers,
+) -> Result<pb::DeriveCardKeysResponse, tonic::Status> {
+    partner
+        .derive_card_keys(pb::DeriveCardKeysRequest {
+            profile: profile.into(),
+            card: Some(card),
+            transport_key: kref("partner/factory-1/kek", 0),
+            master_key_versions: Default::default(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+fn check_des_key(k: &pb::DerivedKey, expected: &str) {
+    let clear = unwrap_export(&k.wrapped);
+    assert_eq!(hex::encode_upper(unparity(&clear)), hex::encode_upper(unparity(&h(expected))), "role {}", k.role);
+    let kcv = k.kcv.as_ref().unwrap();
+    assert_eq!((kcv.method.as_str(), kcv.value.clone()), ("DES3_ZERO", des3_kcv(&h(expected))), "role {}", k.role);
+    assert_eq!(k.format, pb::WrapFormat::AesKeyWrap as i32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pboc_one_and_two_level_match_vectors() {
+    let mut e = env(DbKind::Sqlite).await;
+    import_mohurd(&mut e.so).await;
+    // VECTORS.md, PBOC / MOHURD: MK, D = 4567890123456701 -> 72AD5469... (raw), 73AD5468... (parity).
+    let one = derive(
+        &mut e.partner,
+        "mohurd-epurse",
+        pb::CardIdentifiers { asn: "4567890123456701".into(), ..Default::default() },
+    )
+    .await
+    .unwrap();
+    assert_eq!(one.keys.len(), 11);
+    for k in &one.keys {
+        check_des_key(k, "72AD54698CEE2935B0969956E2C718F0");
+        check_des_key(k, "73AD54688CEF2934B0979857E3C719F1");
+    }
+    // A 10-byte ASN uses its rightmost 8 bytes.
+    let ten = derive(
+        &mut e.partner,
+        "mohurd-epurse",
+        pb::CardIdentifiers { asn: "33014567890123456701".into(), ..Default::default() },
+    )
+    .await
+    .unwrap();
+    check_des_key(&ten.keys[3], "72AD54698CEE2935B0969956E2C718F0");
+    // Two levels: city factor 4567890123456701, then card factor 0000000000000001.
+    let two = derive(
+        &mut e.partner,
+        "mohurd-epurse-2level",
+        pb::CardIdentifiers { city: "4567890123456701".into(), asn: "0000000000000001".into(), ..Default::default() },
+    )
+    .await
+    .unwrap();
+    for k in &two.keys {
+        check_des_key(k, "4370F489F8D632EC570B67135DDA16FB");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emv_options_a_and_b_match_vectors() {
+    let mut e = env(DbKind::Sqlite).await;
+    for r in ["imk-ac", "imk-smi", "imk-smc"] {
+        import_master(&mut e.so, &format!("city/3301/emv/{r}"), &h(MK)).await.unwrap();
+    }
+    let card = |pan: &str, psn: &str| pb::CardIdentifiers { pan: pan.into(), psn: psn.into(), ..Default::default() };
+    // VECTORS.md / pyemv kd.py: Option A, PAN 12345678901234567, PSN 01.
+    let a = derive(&mut e.partner, "emv-icc", card("12345678901234567", "01")).await.unwrap();
+    check_des_key(&a.keys[0], "73AD54688CEF2934B0979857E3C719F1");
+    // pyemv kd.py module docstring: Option A, PAN 99012345678901234, PSN 45.
+    let a2 = derive(&mut e.partner, "emv-icc", card("99012345678901234", "45")).await.unwrap();
+    check_des_key(&a2.keys[0], "67F8292358083E5EA7AB7FDA58D53B6B");
+    // pyemv kd.py derive_icc_mk_b docstring: Option B, PAN 12345678901234567, PSN 01.
+    let b = derive(&mut e.partner, "emv-icc-option-b", card("12345678901234567", "01")).await.unwrap();
+    check_des_key(&b.keys[0], "AD406D7F6D7570916D75E5DCAB8CF737");
+    // Option B on a 16-digit PAN is Option A.
+    let b16 = derive(&mut e.partner, "emv-icc-option-b", card("4567890123456701", "00")).await.unwrap();
+    let a16 = derive(&mut e.partner, "emv-icc", card("4567890123456701", "00")).await.unwrap();
+    assert_eq!(b16.keys[0].kcv, a16.keys[0].kcv);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn globalplatform_templates_match_vectors() {
+    let mut e = env(DbKind::Sqlite).await;
+    import_master(&mut e.so, "city/3301/ssd/master", &h(GP_MK)).await.unwrap();
+    let card = pb::CardIdentifiers { kdd: "00010203040506070809".into(), ..Default::default() };
+    // VECTORS.md / GlobalPlatformPro TestPlaintextKeys: KCVs per template.
+    for (profile, expected) in
+        [("gp-ssd-scp02", ["C33013", "6F4CA6", "BB8179"]), ("gp-ssd-scp02-visa2", ["2BE598", "58DA38", "3C328E"])]
+    {
+        let r = derive(&mut e.partner, profile, card.clone()).await.unwrap();
+        let kcvs: Vec<String> = r.keys.iter().map(|k| k.kcv.clone().unwrap().value).collect();
+        assert_eq!(kcvs, expected, "{profile}");
+        // The wrapped keys match their KCVs.
+        for k in &r.keys {
+            assert_eq!(des3_kcv(&unwrap_export(&k.wrapped)), k.kcv.clone().unwrap().value);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn softhsm_lacks_sm4_an10922_and_3des_wrapping() {
+    let mut e = env(DbKind::Sqlite).await;
+    // SM4 keys cannot even be created on SoftHSM.
+    let err =
+        e.so.create_key(pb::CreateKeyRequest {
+            name: "city/3301/mot/dpk".into(),
+            algorithm: pb::KeyAlgorithm::Sm4 as i32,
+            purpose: pb::KeyPurpose::DerivationMaster as i32,
+            kcv_method: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains(MODULE) && err.message().contains("sm4"), "{}", err.message());
+    // AN10922 needs a derivation SoftHSM does not have.
+    for role in ["app-master", "app-read", "app-write"] {
+        e.so.create_key(pb::CreateKeyRequest {
+            name: format!("city/3301/desfire/{role}"),
+            algorithm: pb::KeyAlgorithm::Aes128 as i32,
+            purpose: pb::KeyPurpose::DerivationMaster as i32,
+            kcv_method: String::new(),
+        })
+        .await
+        .unwrap();
+    }
+    let err = derive(
+        &mut e.partner,
+        "desfire-an10922",
+        pb::CardIdentifiers { uid: "04782E21801D80".into(), aid: "3042F5".into(), ..Default::default() },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("an10922") && err.message().contains(MODULE), "{}", err.message());
+    // A 3DES transport key: SoftHSM cannot wrap under it.
+    import_mohurd(&mut e.so).await;
+    e.so.create_key(pb::CreateKeyRequest {
+        name: "partner/factory-2/kek".into(),
+        algorithm: pb::KeyAlgorithm::Des2 as i32,
+        purpose: pb::KeyPurpose::TransportExport as i32,
+        kcv_method: String::new(),
+    })
+    .await
+    .unwrap();
+    let err = e
+        .partner
+        .derive_card_keys(pb::DeriveCardKeysRequest {
+            profile: "mohurd-epurse".into(),
+            card: Some(pb::CardIdentifiers { asn: "4567890123456701".into(), ..Default::default() }),
+            transport_key: kref("partner/factory-2/kek", 0),
+            master_key_versions: Default::default(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("CKM_DES3_ECB") && err.message().contains(MODULE), "{}", err.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalogue_life_cycle() {
+    let mut e = env(DbKind::Sqlite).await;
+    let created =
+        e.so.create_key(pb::CreateKeyRequest {
+            name: "city/3301/mac/settlement".into(),
+            algorithm: pb::KeyAlgorithm::Aes256 as i32,
+            purpose: pb::KeyPurpose::Mac as i32,
+            kcv_method: "AES_GP".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (created.version, created.state, created.origin.as_str()),
+        (1, pb::KeyState::Active as i32, "generated")
+    );
+    assert_eq!(created.kcv.as_ref().unwrap().method, "AES_GP");
+    // Creating it again is refused.
+    let err =
+        e.so.create_key(pb::CreateKeyRequest {
+            name: created.name.clone(),
+            algorithm: 4,
+            purpose: 4,
+            kcv_method: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+    // Rotation: v2 active, v1 deprecated.
+    let v2 = e.so.rotate_key(pb::RotateKeyRequest { name: created.name.clone() }).await.unwrap().into_inner();
+    assert_eq!(v2.version, 2);
+    assert_ne!(v2.kcv, created.kcv);
+    let v1 = e.so.get_key(pb::GetKeyRequest { key: kref(&created.name, 1) }).await.unwrap().into_inner();
+    assert_eq!(v1.state, pb::KeyState::Deprecated as i32);
+    let latest = e.so.get_key(pb::GetKeyRequest { key: kref(&created.name, 0) }).await.unwrap().into_inner();
+    assert_eq!(latest.version, 2);
+    // Suspend, then destroy v1; the record stays.
+    let s =
+        e.so.set_key_state(pb::SetKeyStateRequest {
+            key: kref(&created.name, 2),
+            state: pb::KeyState::Suspended as i32,
+            reason: "test".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(s.state, pb::KeyState::Suspended as i32);
+    let d =
+        e.so.destroy_key(pb::DestroyKeyRequest { key: kref(&created.name, 1), reason: "retired".into() })
+            .await
+            .unwrap()
+            .into_inner();
+    assert_eq!(d.state, pb::KeyState::Destroyed as i32);
+    let err =
+        e.so.destroy_key(pb::DestroyKeyRequest { key: kref(&created.name, 1), reason: "again".into() })
+            .await
+            .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    // Listing pages through everything in name order.
+    let mut names = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page =
+            e.so.list_keys(pb::ListKeysRequest {
+                name_prefix: String::new(),
+                state: 0,
+                purpose: 0,
+                page_size: 2,
+                page_token: token.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        names.extend(page.keys.iter().map(|k| format!("{}@v{}", k.name, k.version)));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(
+        names,
+        [
+            "city/3301/kek/import@v1",
+            "city/3301/mac/settlement@v1",
+            "city/3301/mac/settlement@v2",
+            "partner/factory-1/kek@v1"
+        ]
+    );
+    // Partners may not manage the catalogue.
+    let err = e
+        .partner
+        .create_key(pb::CreateKeyRequest { name: "x/y".into(), algorithm: 2, purpose: 1, kcv_method: String::new() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_clearly_and_audited() {
+    let mut e = env(DbKind::Sqlite).await;
+    // A wrong expected KCV imports nothing.
+    let wrapped = aes_kw::KekAes128::from(KEK_IMPORT).wrap_vec(&h(MK)).unwrap();
+    let err =
+        e.so.import_key(pb::ImportKeyRequest {
+            name: "city/3301/mohurd/dpk".into(),
+            algorithm: pb::KeyAlgorithm::Des2 as i32,
+            purpose: pb::KeyPurpose::DerivationMaster as i32,
+            source: Some(pb::import_key_request::Source::Wrapped(pb::WrappedKeyMaterial {
+                transport_key: kref("city/3301/kek/import", 0),
+                format: 0,
+                wrapped,
+            })),
+            expected_kcv: Some(pb::KeyCheckValue { method: "DES3_ZERO".into(), value: "000000".into() }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("08D7B4"), "{}", err.message());
+    let missing = e.so.get_key(pb::GetKeyRequest { key: kref("city/3301/mohurd/dpk", 0) }).await.unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+
+    import_mohurd(&mut e.so).await;
+    let asn = |a: &str| pb::CardIdentifiers { asn: a.into(), ..Default::default() };
+    let err = derive(&mut e.partner, "no-such-profile", asn("4567890123456701")).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let err = derive(&mut e.partner, "mohurd-epurse", asn("45678901234567ZZ")).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("card.asn"), "{}", err.message());
+    let err = derive(&mut e.partner, "mohurd-epurse", asn("456789")).await.unwrap_err();
+    assert!(err.message().contains("card.asn") && err.message().contains("8 or 10"), "{}", err.message());
+    // A transport key of the wrong purpose.
+    let err = e
+        .partner
+        .derive_card_keys(pb::DeriveCardKeysRequest {
+            profile: "mohurd-epurse".into(),
+            card: Some(asn("4567890123456701")),
+            transport_key: kref("city/3301/kek/import", 0),
+            master_key_versions: Default::default(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("transport_key") && err.message().contains("transport_import"), "{}", err.message());
+    // A suspended master key.
+    e.so.set_key_state(pb::SetKeyStateRequest {
+        key: kref("city/3301/mohurd/dtk", 1),
+        state: pb::KeyState::Suspended as i32,
+        reason: "incident".into(),
+    })
+    .await
+    .unwrap();
+    let err = derive(&mut e.partner, "mohurd-epurse", asn("4567890123456701")).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert!(err.message().contains("city/3301/mohurd/dtk"), "{}", err.message());
+    // Pinning the suspended version names its state.
+    let err = e
+        .partner
+        .derive_card_keys(pb::DeriveCardKeysRequest {
+            profile: "mohurd-epurse".into(),
+            card: Some(asn("4567890123456701")),
+            transport_key: kref("partner/factory-1/kek", 0),
+            master_key_versions: [("city/3301/mohurd/dtk".to_owned(), 1u32)].into_iter().collect(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("suspended"), "{}", err.message());
+
+    // Every refusal above is in the audit log, and the chain is intact.
+    let store = kms::store::Store::connect(&kms::config::DatabaseConfig {
+        url: e.setup.db.url.clone(),
+        max_connections: 2,
+        connect_timeout_secs: 5,
+    })
+    .await
+    .unwrap();
+    let records = kms::audit::read_range(&store, 1, 10_000).await.unwrap();
+    let failed: Vec<_> = records.iter().filter(|r| r.outcome == "failed").collect();
+    assert!(failed.iter().any(|r| r.action == "keys.ImportKey" && r.reason.contains("08D7B4")));
+    assert!(failed.iter().filter(|r| r.action == "keys.DeriveCardKeys").count() >= 5, "{failed:#?}");
+    assert_eq!(kms::audit::verify_chain(&store).await.unwrap().fault, None);
+    drop(e.server);
+}
+
+fn header(batch_id: &str) -> pb::DeriveBatchRequest {
+    pb::DeriveBatchRequest {
+        item: Some(pb::derive_batch_request::Item::Header(pb::DeriveBatchHeader {
+            batch_id: batch_id.into(),
+            profile: "mohurd-epurse".into(),
+            transport_key: kref("partner/factory-1/kek", 0),
+            master_key_versions: Default::default(),
+        })),
+    }
+}
+
+fn card_msg(asn: String) -> pb::DeriveBatchRequest {
+    pb::DeriveBatchRequest {
+        item: Some(pb::derive_batch_request::Item::Card(pb::CardIdentifiers { asn, ..Default::default() })),
+    }
+}
+
+async fn run_batch(
+    partner: &mut KeyServiceClient<Channel>,
+    batch_id: &str,
+    cards: Vec<String>,
+) -> Vec<pb::DeriveBatchResponse> {
+    let mut msgs = vec![header(batch_id)];
+    msgs.extend(cards.into_iter().map(card_msg));
+    let mut stream = partner.derive_card_keys_batch(tokio_stream::iter(msgs)).await.unwrap().into_inner();
+    let mut out = Vec::new();
+    while let Some(r) = stream.message().await.unwrap() {
+        out.push(r);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_is_ordered_per_item_and_idempotent() {
+    for kind in ALL_DBS {
+        let mut e = env(kind).await;
+        import_mohurd(&mut e.so).await;
+        let mut cards: Vec<String> = (0..70u64).map(|i| format!("{:016X}", 0x4567890123450000u64 + i)).collect();
+        cards[33] = "not-hex".into();
+        cards[0] = "4567890123456701".into();
+        let first = run_batch(&mut e.partner, "factory-1-run-1", cards.clone()).await;
+        assert_eq!(first.len(), 70, "{kind:?}");
+        for (i, r) in first.iter().enumerate() {
+            assert_eq!(r.index, i as u64);
+            assert!(!r.replayed);
+            match (&r.result, i) {
+                (Some(pb::derive_batch_response::Result::Error(err)), 33) => {
+                    assert_eq!(err.code, Code::InvalidArgument as i32);
+                    assert!(err.message.contains("card.asn"), "{}", err.message);
+                }
+                (Some(pb::derive_batch_response::Result::Keys(k)), i) if i != 33 => assert_eq!(k.keys.len(), 11),
+                other => panic!("item {i}: {other:?}"),
+            }
+        }
+        let Some(pb::derive_batch_response::Result::Keys(k0)) = &first[0].result else { panic!() };
+        check_des_key(&k0.keys[0], "72AD54698CEE2935B0969956E2C718F0");
+
+        let store = kms::store::Store::connect(&kms::config::DatabaseConfig {
+            url: e.setup.db.url.clone(),
+            max_connections: 2,
+            connect_timeout_secs: 5,
+        })
+        .await
+        .unwrap();
+        let derived_items = |records: &[kms::audit::AuditRecord]| -> usize {
+            records
+                .iter()
+                .filter(|r| r.action == "keys.DeriveCardKeys" && r.outcome == "success")
+                .map(|r| {
+                    serde_json::from_str::<serde_json::Value>(&r.details).unwrap()["items"]
+                        .as_array()
+                        .map_or(0, |a| a.len())
+                })
+                .sum()
+        };
+        let before = kms::audit::read_range(&store, 1, 100_000).await.unwrap();
+        assert_eq!(derived_items(&before), 70, "every card, including the refused one, is audited once");
+
+        // The retry (say the connection broke) with more cards: the first 70
+        // are answered from the record, only the new ones are derived.
+        let mut more = cards.clone();
+        more.push("4567890123459999".into());
+        let second = run_batch(&mut e.partner, "factory-1-run-1", more).await;
+        assert_eq!(second.len(), 71);
+        assert!(second[..70].iter().all(|r| r.replayed));
+        assert!(!second[70].replayed);
+        assert_eq!(second[5].result, first[5].result);
+        let after = kms::audit::read_range(&store, 1, 100_000).await.unwrap();
+        assert_eq!(derived_items(&after), 71, "nothing was derived or audited twice");
+        assert_eq!(kms::audit::verify_chain(&store).await.unwrap().fault, None);
+
+        // The same id with a different card at a recorded index is refused for that item.
+        let mut changed = cards.clone();
+        changed[2] = "1111111111111111".into();
+        let third = run_batch(&mut e.partner, "factory-1-run-1", changed[..3].to_vec()).await;
+        assert!(
+            matches!(&third[2].result, Some(pb::derive_batch_response::Result::Error(err)) if err.code == Code::FailedPrecondition as i32)
+        );
+
+        // The same id with other parameters is refused whole.
+        let mut h = header("factory-1-run-1");
+        if let Some(pb::derive_batch_request::Item::Header(hd)) = &mut h.item {
+            hd.profile = "mohurd-epurse-2level".into();
+        }
+        let err = e.partner.derive_card_keys_batch(tokio_stream::iter(vec![h])).await.unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition);
+    }
+}
