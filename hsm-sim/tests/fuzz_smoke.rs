@@ -9,7 +9,8 @@ mod harness;
 #[test]
 fn fuzz_harness_smoke() {
     let iterations: u64 = std::env::var("HSM_SIM_FUZZ_SMOKE").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let seed: u64 = std::env::var("HSM_SIM_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ seed.wrapping_mul(0xD6E8_FEB8_6659_FD93);
     for n in 0..iterations {
         let len = (n % 200) as usize;
         let data: Vec<u8> = (0..len)
