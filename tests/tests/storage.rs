@@ -8,6 +8,9 @@ use kms::config::DatabaseConfig;
 use kms::store::Store;
 use kms_tests::{ALL_DBS, DbKind, TestDb};
 
+/// The newest migration in kms/migrations.
+const LATEST_SCHEMA: i64 = 2;
+
 async fn store(kind: DbKind, dir: &std::path::Path) -> (TestDb, Store) {
     let db = TestDb::new(kind, dir).await;
     let cfg = DatabaseConfig { url: db.url.clone(), max_connections: 8, connect_timeout_secs: 5 };
@@ -45,11 +48,11 @@ async fn migrations_are_idempotent_and_chain_starts_clean() {
     for kind in ALL_DBS {
         let dir = tempfile::tempdir().unwrap();
         let (db, store) = store(kind, dir.path()).await;
-        assert_eq!(store.schema_version().await.unwrap(), 1, "{kind:?}");
+        assert_eq!(store.schema_version().await.unwrap(), LATEST_SCHEMA, "{kind:?}");
         // Connecting again (a restart, or a second replica) applies nothing new.
         let cfg = DatabaseConfig { url: db.url.clone(), max_connections: 2, connect_timeout_secs: 5 };
         let again = Store::connect(&cfg).await.unwrap();
-        assert_eq!(again.schema_version().await.unwrap(), 1);
+        assert_eq!(again.schema_version().await.unwrap(), LATEST_SCHEMA);
         let report = audit::verify_chain(&store).await.unwrap();
         assert_eq!((report.records, report.fault), (0, None), "{kind:?}");
     }
