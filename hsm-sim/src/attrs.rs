@@ -37,10 +37,10 @@ impl Attrs {
     pub(crate) fn from_template(items: Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>) -> Res<Self> {
         let mut a = Self::new();
         for (t, v) in items {
-            if let Some(old) = a.0.get(&t) {
-                if *old != v {
-                    return Err(CKR_TEMPLATE_INCONSISTENT);
-                }
+            if let Some(old) = a.0.get(&t)
+                && *old != v
+            {
+                return Err(CKR_TEMPLATE_INCONSISTENT);
             }
             a.0.insert(t, v);
         }

@@ -69,10 +69,10 @@ impl Faults {
         if self.after_calls > 0 && n > self.after_calls {
             return Err(self.after_calls_rv);
         }
-        if let Some(f) = &self.while_file {
-            if f.exists() {
-                return Err(self.while_file_rv);
-            }
+        if let Some(f) = &self.while_file
+            && f.exists()
+        {
+            return Err(self.while_file_rv);
         }
         if let Some((_, rate)) = self.fail_rate.iter().find(|(k, _)| k == function || k == "*") {
             let x = {

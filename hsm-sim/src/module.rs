@@ -1105,10 +1105,10 @@ impl Module {
     }
 
     fn secret_template(&self, a: &Attrs) -> Res<()> {
-        if let Some(c) = a.ulong_opt(CKA_CLASS)? {
-            if c != CKO_SECRET_KEY {
-                return Err(CKR_TEMPLATE_INCONSISTENT);
-            }
+        if let Some(c) = a.ulong_opt(CKA_CLASS)?
+            && c != CKO_SECRET_KEY
+        {
+            return Err(CKR_TEMPLATE_INCONSISTENT);
         }
         object::check_template(CKO_SECRET_KEY, a)?;
         if a.has(CKA_VALUE) {
@@ -1146,10 +1146,10 @@ impl Module {
         if self.template_kt(&template, Some(kt))? != kt {
             return Err(CKR_TEMPLATE_INCONSISTENT);
         }
-        if let Some(l) = template.ulong_opt(CKA_VALUE_LEN)? {
-            if l as usize != len {
-                return Err(CKR_TEMPLATE_INCONSISTENT);
-            }
+        if let Some(l) = template.ulong_opt(CKA_VALUE_LEN)?
+            && l as usize != len
+        {
+            return Err(CKR_TEMPLATE_INCONSISTENT);
         }
         let a = object::build_secret(template, &self.vendor, kt, store::random(len), Origin::Generated(m.ty))?;
         self.insert(&s, h, a)
@@ -1166,10 +1166,10 @@ impl Module {
         let s = self.session(h)?;
         let mk = self.kind(&m)?;
         for (t, c) in [(&pubt, CKO_PUBLIC_KEY), (&privt, CKO_PRIVATE_KEY)] {
-            if let Some(x) = t.ulong_opt(CKA_CLASS)? {
-                if x != c {
-                    return Err(CKR_TEMPLATE_INCONSISTENT);
-                }
+            if let Some(x) = t.ulong_opt(CKA_CLASS)?
+                && x != c
+            {
+                return Err(CKR_TEMPLATE_INCONSISTENT);
             }
             object::check_template(c, t)?;
         }

@@ -509,10 +509,10 @@ pub(crate) fn build_secret(
     if matches!(kt, Kt::Des | Kt::Des2 | Kt::Des3) {
         sym::set_odd_parity(&mut value);
     }
-    if let Some(l) = a.ulong_opt(CKA_VALUE_LEN)? {
-        if l as usize != value.len() {
-            return Err(CKR_TEMPLATE_INCONSISTENT);
-        }
+    if let Some(l) = a.ulong_opt(CKA_VALUE_LEN)?
+        && l as usize != value.len()
+    {
+        return Err(CKR_TEMPLATE_INCONSISTENT);
     }
     a.set_ulong(CKA_CLASS, CKO_SECRET_KEY);
     a.set_ulong(CKA_KEY_TYPE, kt.ckk(v));
@@ -525,10 +525,11 @@ pub(crate) fn build_secret(
     sensitivity(&mut a, &origin);
     if let Some(f) = kt.family() {
         let kcv = sym::kcv(f, &value)?;
-        if let Some(given) = a.get(CKA_CHECK_VALUE) {
-            if !given.is_empty() && given != &kcv[..given.len().min(3)] {
-                return Err(CKR_ATTRIBUTE_VALUE_INVALID);
-            }
+        if let Some(given) = a.get(CKA_CHECK_VALUE)
+            && !given.is_empty()
+            && given != &kcv[..given.len().min(3)]
+        {
+            return Err(CKR_ATTRIBUTE_VALUE_INVALID);
         }
         a.set(CKA_CHECK_VALUE, kcv);
     }

@@ -170,13 +170,13 @@ pub(crate) fn decrypt(mk: Mk, m: &Mechanism, key: &Object, data: &[u8], wrapped:
         Des3Cbc => block(key, Family::Tdes)?.cbc_dec(m.iv(8)?, data, elen)?,
         AesCbc | Sm4Cbc => block(key, fam(mk)?)?.cbc_dec(m.iv(16)?, data, elen)?,
         Des3CbcPad => {
-            if data.len() % 8 != 0 {
+            if !data.len().is_multiple_of(8) {
                 return Err(elen);
             }
             block(key, Family::Tdes)?.cbc_pad_dec(m.iv(8)?, data, einv)?
         }
         AesCbcPad => {
-            if data.len() % 16 != 0 {
+            if !data.len().is_multiple_of(16) {
                 return Err(elen);
             }
             block(key, Family::Aes)?.cbc_pad_dec(m.iv(16)?, data, einv)?
@@ -192,7 +192,7 @@ pub(crate) fn decrypt(mk: Mk, m: &Mechanism, key: &Object, data: &[u8], wrapped:
         },
         AesKeyWrap | AesKeyWrapPad => {
             kw_iv_ok(m)?;
-            if data.len() % 8 != 0 || data.len() < 16 {
+            if !data.len().is_multiple_of(8) || data.len() < 16 {
                 return Err(elen);
             }
             sym::aes_kw_unwrap(key.value()?, data, mk == AesKeyWrapPad, einv)?
@@ -278,7 +278,7 @@ fn mac(mk: Mk, m: &Mechanism, key: &Object, data: &[u8]) -> Res<Vec<u8>> {
             // PKCS#11 DES-MAC: CBC-MAC with a zero IV, data padded with zero
             // bytes to a block multiple (PBOC callers pre-pad with 80 00…).
             let mut d = data.to_vec();
-            if d.is_empty() || d.len() % 8 != 0 {
+            if d.is_empty() || !d.len().is_multiple_of(8) {
                 d.resize(d.len().div_ceil(8).max(1) * 8, 0);
             }
             let c = block(key, Family::Des)?.cbc_enc(&[0u8; 8], &d, CKR_DATA_LEN_RANGE)?;

@@ -48,7 +48,7 @@ impl Stream {
         let bs = self.block.bs();
         let total = self.rem.len() + n;
         let mut blocks = total / bs;
-        if !self.encrypt && self.pad && total % bs == 0 && blocks > 0 {
+        if !self.encrypt && self.pad && total.is_multiple_of(bs) && blocks > 0 {
             blocks -= 1;
         }
         blocks * bs

@@ -102,7 +102,7 @@ impl Block {
     /// ECB encryption; data must be a multiple of the block size.
     pub(crate) fn ecb_enc(&self, data: &[u8], err: CK_RV) -> Res<Vec<u8>> {
         let bs = self.bs();
-        if data.len() % bs != 0 {
+        if !data.len().is_multiple_of(bs) {
             return Err(err);
         }
         let mut out = data.to_vec();
@@ -115,7 +115,7 @@ impl Block {
     /// ECB decryption; data must be a multiple of the block size.
     pub(crate) fn ecb_dec(&self, data: &[u8], err: CK_RV) -> Res<Vec<u8>> {
         let bs = self.bs();
-        if data.len() % bs != 0 {
+        if !data.len().is_multiple_of(bs) {
             return Err(err);
         }
         let mut out = data.to_vec();
@@ -128,7 +128,7 @@ impl Block {
     /// CBC encryption; data must be a multiple of the block size.
     pub(crate) fn cbc_enc(&self, iv: &[u8], data: &[u8], err: CK_RV) -> Res<Vec<u8>> {
         let bs = self.bs();
-        if data.len() % bs != 0 {
+        if !data.len().is_multiple_of(bs) {
             return Err(err);
         }
         if iv.len() != bs {
@@ -147,7 +147,7 @@ impl Block {
     /// CBC decryption; data must be a multiple of the block size.
     pub(crate) fn cbc_dec(&self, iv: &[u8], data: &[u8], err: CK_RV) -> Res<Vec<u8>> {
         let bs = self.bs();
-        if data.len() % bs != 0 {
+        if !data.len().is_multiple_of(bs) {
             return Err(err);
         }
         if iv.len() != bs {
@@ -192,7 +192,7 @@ impl Block {
         let bs = self.bs();
         let (k1, k2) = self.subkeys();
         let n = data.len().div_ceil(bs).max(1);
-        let complete = !data.is_empty() && data.len() % bs == 0;
+        let complete = !data.is_empty() && data.len().is_multiple_of(bs);
         let mut x = vec![0u8; bs];
         for i in 0..n {
             let start = i * bs;
@@ -270,7 +270,7 @@ impl Block {
 pub(crate) fn pad_m2(data: &[u8], bs: usize) -> Vec<u8> {
     let mut d = data.to_vec();
     d.push(0x80);
-    while d.len() % bs != 0 {
+    while !d.len().is_multiple_of(bs) {
         d.push(0);
     }
     d
@@ -423,7 +423,7 @@ pub(crate) enum KdfData {
 }
 
 fn encode_int(v: u64, little: bool, bits: u64) -> Res<Vec<u8>> {
-    if !(8..=64).contains(&bits) || bits % 8 != 0 {
+    if !(8..=64).contains(&bits) || !bits.is_multiple_of(8) {
         return Err(CKR_MECHANISM_PARAM_INVALID);
     }
     let n = (bits / 8) as usize;

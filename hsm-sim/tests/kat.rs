@@ -221,7 +221,7 @@ fn single_des_epurse_building_blocks() {
     // MAC1-style: DES CBC-MAC over data pre-padded 80 00…, 4 bytes.
     let mut msg = h("0000000100000001060000000000012024031516304500");
     msg.push(0x80);
-    while msg.len() % 8 != 0 {
+    while !msg.len().is_multiple_of(8) {
         msg.push(0);
     }
     let four: u64 = 4;

@@ -123,17 +123,37 @@ fn toml_str(p: &Path) -> String {
     format!("{:?}", p.display().to_string())
 }
 
-/// The default module: `KMS_DEV_MODULE`, else SoftHSM.
+/// The default module: `KMS_DEV_MODULE`; else hsm-sim built beside this
+/// binary (`cargo build -p hsm-sim`); else SoftHSM.
 pub fn default_module() -> Result<PathBuf, DevError> {
     if let Ok(m) = std::env::var("KMS_DEV_MODULE") {
         return Ok(PathBuf::from(m));
+    }
+    if let Some(sim) = std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join("libhsm_sim.so")))
+        && sim.is_file()
+    {
+        return Ok(sim);
     }
     let softhsm = PathBuf::from(SOFTHSM_MODULE);
     if softhsm.is_file() {
         return Ok(softhsm);
     }
-    Err(DevError::NoModule(format!("{SOFTHSM_MODULE} is missing (apt-get install softhsm2), or set KMS_DEV_MODULE")))
+    Err(DevError::NoModule(format!(
+        "no libhsm_sim.so beside kms (cargo build -p hsm-sim) and no {SOFTHSM_MODULE}; or set KMS_DEV_MODULE"
+    )))
 }
+
+/// Whether `module` is hsm-sim.
+fn is_hsm_sim(module: &Path) -> bool {
+    module.file_name().is_some_and(|n| n == "libhsm_sim.so")
+}
+
+/// hsm-sim's default vendor numbers (hsm-sim/README.md), for the service's
+/// `[hsm.vendor]` table.
+pub const HSM_SIM_VENDOR: &str = "[hsm.vendor]\nsm4_key_gen = 0x80000107\nsm4_ecb = 0x80000108\nsm4_cbc = 0x80000109\n\
+    sm4_mac = 0x8000010A\nsm4_ecb_encrypt_data = 0x8000010B\nsm3 = 0x80000301\nsm2_key_pair_gen = 0x80000200\n\
+    sm2_sign = 0x80000201\nsm2_encrypt = 0x80000202\nsm4_key_type = 0x80000002\nkey_xor = 0x80000500\n\
+    retail_mac = 0x80000400\nan10922_aes128 = 0x80000600\n";
 
 /// Step 1, before any thread exists: directories, the module's own
 /// configuration, and the environment it needs. Returns the layout.
@@ -145,7 +165,12 @@ pub fn prepare_layout(opts: &DevOptions) -> Result<DevLayout, DevError> {
         None => default_module()?,
     };
     let mut module_env = BTreeMap::new();
-    if module.to_string_lossy().contains("softhsm") {
+    if is_hsm_sim(&module) {
+        let conf = dir.join("hsm-sim.toml");
+        let text = "# Written by kms dev: one slot whose token lives in hsm-tokens/.\n[[slot]]\nid = 0\ndir = \"hsm-tokens\"\n";
+        std::fs::write(&conf, text).map_err(io(&conf))?;
+        module_env.insert("HSM_SIM_CONF".to_owned(), conf.display().to_string());
+    } else if module.to_string_lossy().contains("softhsm") {
         let tokens = dir.join("tokens");
         std::fs::create_dir_all(&tokens).map_err(io(&tokens))?;
         let conf = dir.join("softhsm2.conf");
@@ -306,7 +331,7 @@ pub fn bootstrap(opts: &DevOptions, layout: &DevLayout) -> Result<(), DevError> 
          [server]\nlisten = \"{listen}\"\nready_file = \"ready.json\"\n\n\
          [tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = \"ca.pem\"\n\n\
          [hsm]\nmodule = {module}\ntoken_label = \"{TOKEN_LABEL}\"\npin_file = \"user.pin\"\npool_size = 4\n\n\
-         [hsm.module_env]\n{env}\n\
+         [hsm.module_env]\n{env}\n{vendor}\n\
          [database]\nurl = \"sqlite://kms.db\"\n\n\
          [policy]\ndir = {policy}\n\n\
          [profiles]\ndir = {profiles}\n\n\
@@ -315,6 +340,7 @@ pub fn bootstrap(opts: &DevOptions, layout: &DevLayout) -> Result<(), DevError> 
         module = toml_str(&layout.module),
         policy = toml_str(&opts.policy_dir),
         profiles = toml_str(&opts.profiles_dir),
+        vendor = if is_hsm_sim(&layout.module) { HSM_SIM_VENDOR } else { "" },
         ops = opts.ops_listen,
     );
     std::fs::write(&layout.config, config).map_err(io(&layout.config))?;

@@ -11,9 +11,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 pub mod pki;
-pub mod seed;
 pub mod server;
 pub mod softhsm;
+pub mod token;
 
 use std::path::PathBuf;
 

@@ -9,27 +9,30 @@ use kms::cli::ClientOptions;
 use tonic::transport::Channel;
 
 use crate::pki::{ClientCert, TestPki};
-use crate::softhsm::{MODULE, SoftHsmToken};
+use crate::token::{Module, Token};
 use crate::{DbKind, TestDb, workspace_root};
 
 /// The `kms` binary: `$KMS_BIN`, else built once with cargo.
 pub fn kms_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Ok(p) = std::env::var("KMS_BIN") {
-            return PathBuf::from(p);
-        }
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "kms", "--bin", "kms"])
-            .current_dir(workspace_root())
-            .status()
-            .expect("cargo build -p kms");
-        assert!(status.success(), "building kms failed");
-        let target =
-            std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace_root().join("target"));
-        target.join("debug").join("kms")
-    })
-    .clone()
+    BIN.get_or_init(|| workspace_bin("KMS_BIN", "kms", "kms")).clone()
+}
+
+/// A binary of the workspace: `$env_var`, else `cargo build -p package
+/// --bin name` (a no-op when fresh) and its path in the target directory.
+pub fn workspace_bin(env_var: &str, package: &str, name: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(env_var) {
+        return PathBuf::from(p);
+    }
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "-q", "-p", package, "--bin", name])
+        .current_dir(workspace_root())
+        .status()
+        .expect("cargo build");
+    assert!(status.success(), "building {name} failed");
+    let target =
+        std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace_root().join("target"));
+    target.join("debug").join(name)
 }
 
 /// Everything a server under test needs.
@@ -38,8 +41,8 @@ pub struct Setup {
     pub dir: tempfile::TempDir,
     /// The CA the server trusts for clients (and that signed its certificate).
     pub pki: TestPki,
-    /// The SoftHSM token.
-    pub token: SoftHsmToken,
+    /// The token.
+    pub token: Token,
     /// The database.
     pub db: TestDb,
     /// Extra TOML appended to the configuration.
@@ -47,26 +50,18 @@ pub struct Setup {
 }
 
 impl Setup {
-    /// A fresh token, PKI and database of `kind`.
+    /// A fresh token (in the module of this run, see
+    /// [`Module::from_env`]), PKI and database of `kind`.
     pub async fn new(kind: DbKind) -> Setup {
-        Setup::build(kind, false).await
+        Setup::with_module(Module::from_env(), kind).await
     }
 
-    /// Like [`Setup::new`], with the token in the `SOFTHSM2_CONF` of this
-    /// process, so the test can seed it in-process before the server starts.
-    pub async fn with_seedable_token(kind: DbKind) -> Setup {
-        Setup::build(kind, true).await
-    }
-
-    async fn build(kind: DbKind, in_process: bool) -> Setup {
+    /// A fresh token in `module`, PKI and database of `kind`.
+    pub async fn with_module(module: Module, kind: DbKind) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let pki = TestPki::new(dir.path(), "city");
         let label = format!("kms-{}", crate::unique(4));
-        let token = if in_process {
-            SoftHsmToken::in_process(dir.path(), &label)
-        } else {
-            SoftHsmToken::new(dir.path(), &label)
-        };
+        let token = Token::new(module, dir.path(), &label);
         let db = TestDb::new(kind, dir.path()).await;
         Setup { dir, pki, token, db, extra_config: String::new() }
     }
@@ -94,7 +89,8 @@ pin_file = "{pin}"
 pool_size = 2
 
 [hsm.module_env]
-SOFTHSM2_CONF = "{conf}"
+{module_env}
+{vendor}
 
 [database]
 url = "{db}"
@@ -116,10 +112,11 @@ level = "info,kms=debug"
             cert = server.cert.display(),
             key = server.key.display(),
             ca = self.pki.ca_pem.display(),
-            module = MODULE,
+            module = self.token.module.path().display(),
             label = self.token.label,
             pin = self.token.pin_file.display(),
-            conf = self.token.conf.display(),
+            module_env = self.token.module_env_toml(),
+            vendor = self.token.module.vendor_toml(),
             db = self.db.url,
             policies = workspace_root().join("policies").display(),
             profiles = workspace_root().join("profiles").display(),

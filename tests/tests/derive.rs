@@ -12,9 +12,8 @@
 use aes::cipher::{BlockEncrypt, KeyInit, generic_array::GenericArray};
 use kms_proto::v1 as pb;
 use kms_proto::v1::key_service_client::KeyServiceClient;
-use kms_tests::seed::{SeedKey, seed};
 use kms_tests::server::{Server, Setup};
-use kms_tests::softhsm::MODULE;
+use kms_tests::token::{Module, SeedKey};
 use kms_tests::{ALL_DBS, DbKind};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -64,30 +63,29 @@ struct Env {
 }
 
 async fn env(kind: DbKind) -> Env {
-    let setup = Setup::with_seedable_token(kind).await;
-    seed(
-        MODULE,
-        &setup.token.label,
-        &setup.token.pin,
-        &[
-            SeedKey {
-                label: "ceremony/kek-import",
-                key_type: cryptoki::object::KeyType::AES,
-                value: &KEK_IMPORT,
-                wrap: false,
-                unwrap: true,
-                derive: false,
-            },
-            SeedKey {
-                label: "ceremony/kek-export",
-                key_type: cryptoki::object::KeyType::AES,
-                value: &KEK_EXPORT,
-                wrap: true,
-                unwrap: false,
-                derive: false,
-            },
-        ],
-    );
+    env_in(Module::from_env(), kind).await
+}
+
+async fn env_in(module: Module, kind: DbKind) -> Env {
+    let setup = Setup::with_module(module, kind).await;
+    setup.token.seed(&[
+        SeedKey {
+            label: "ceremony/kek-import",
+            key_type: "AES",
+            value: &KEK_IMPORT,
+            wrap: false,
+            unwrap: true,
+            derive: false,
+        },
+        SeedKey {
+            label: "ceremony/kek-export",
+            key_type: "AES",
+            value: &KEK_EXPORT,
+            wrap: true,
+            unwrap: false,
+            derive: false,
+        },
+    ]);
     let server = setup.start();
     let mut so = KeyServiceClient::new(setup.channel(&server, "security_officer").await);
     let partner = KeyServiceClient::new(setup.channel(&server, "issuance_partner").await);
@@ -112,17 +110,28 @@ async fn env(kind: DbKind) -> Env {
 }
 
 async fn import_master(so: &mut KeyServiceClient<Channel>, name: &str, value: &[u8]) -> Result<pb::Key, tonic::Status> {
+    import_master_as(so, name, value, pb::KeyAlgorithm::Des2, "DES3_ZERO", des3_kcv(value)).await
+}
+
+async fn import_master_as(
+    so: &mut KeyServiceClient<Channel>,
+    name: &str,
+    value: &[u8],
+    algorithm: pb::KeyAlgorithm,
+    kcv_method: &str,
+    kcv: String,
+) -> Result<pb::Key, tonic::Status> {
     let wrapped = aes_kw::KekAes128::from(KEK_IMPORT).wrap_vec(value).unwrap();
     so.import_key(pb::ImportKeyRequest {
         name: name.into(),
-        algorithm: pb::KeyAlgorithm::Des2 as i32,
+        algorithm: algorithm as i32,
         purpose: pb::KeyPurpose::DerivationMaster as i32,
         source: Some(pb::import_key_request::Source::Wrapped(pb::WrappedKeyMaterial {
             transport_key: kref("city/3301/kek/import", 0),
             format: pb::WrapFormat::AesKeyWrap as i32,
             wrapped,
         })),
-        expected_kcv: Some(pb::KeyCheckValue { method: "DES3_ZERO".into(), value: des3_kcv(value) }),
+        expected_kcv: Some(pb::KeyCheckValue { method: kcv_method.into(), value: kcv }),
     })
     .await
     .map(|r| r.into_inner())
@@ -242,7 +251,8 @@ async fn globalplatform_templates_match_vectors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn softhsm_lacks_sm4_an10922_and_3des_wrapping() {
-    let mut e = env(DbKind::Sqlite).await;
+    let mut e = env_in(Module::SoftHsm, DbKind::Sqlite).await;
+    let module = Module::SoftHsm.path().display().to_string();
     // SM4 keys cannot even be created on SoftHSM.
     let err =
         e.so.create_key(pb::CreateKeyRequest {
@@ -254,7 +264,7 @@ async fn softhsm_lacks_sm4_an10922_and_3des_wrapping() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
-    assert!(err.message().contains(MODULE) && err.message().contains("sm4"), "{}", err.message());
+    assert!(err.message().contains(&module) && err.message().contains("sm4"), "{}", err.message());
     // AN10922 needs a derivation SoftHSM does not have.
     for role in ["app-master", "app-read", "app-write"] {
         e.so.create_key(pb::CreateKeyRequest {
@@ -274,7 +284,7 @@ async fn softhsm_lacks_sm4_an10922_and_3des_wrapping() {
     .await
     .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
-    assert!(err.message().contains("an10922") && err.message().contains(MODULE), "{}", err.message());
+    assert!(err.message().contains("an10922") && err.message().contains(&module), "{}", err.message());
     // A 3DES transport key: SoftHSM cannot wrap under it.
     import_mohurd(&mut e.so).await;
     e.so.create_key(pb::CreateKeyRequest {
@@ -296,7 +306,7 @@ async fn softhsm_lacks_sm4_an10922_and_3des_wrapping() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
-    assert!(err.message().contains("CKM_DES3_ECB") && err.message().contains(MODULE), "{}", err.message());
+    assert!(err.message().contains("CKM_DES3_ECB") && err.message().contains(&module), "{}", err.message());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -590,5 +600,137 @@ async fn batch_is_ordered_per_item_and_idempotent() {
         }
         let err = e.partner.derive_card_keys_batch(tokio_stream::iter(vec![h])).await.unwrap_err();
         assert_eq!(err.code(), Code::FailedPrecondition);
+    }
+}
+
+fn sm4_kcv(key: &[u8]) -> String {
+    let c = sm4::Sm4::new_from_slice(key).unwrap();
+    let mut b = GenericArray::from([0u8; 16]);
+    c.encrypt_block(&mut b);
+    hex::encode_upper(&b[..3])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hsm_sim_sm4_jtt978_matches_vectors() {
+    let mut e = env_in(Module::HsmSim, DbKind::Sqlite).await;
+    // VECTORS.md: SM4 KCV of K = 0123...3210 is 2677F4.
+    assert_eq!(sm4_kcv(&h(MK)), "2677F4");
+    for role in MOHURD_ROLES {
+        import_master_as(
+            &mut e.so,
+            &format!("city/3301/mot/{role}"),
+            &h(MK),
+            pb::KeyAlgorithm::Sm4,
+            "SM4_ZERO",
+            "2677F4".into(),
+        )
+        .await
+        .unwrap();
+    }
+    let r = derive(
+        &mut e.partner,
+        "mot-epurse",
+        pb::CardIdentifiers { asn: "4567890123456701".into(), ..Default::default() },
+    )
+    .await
+    .unwrap();
+    // VECTORS.md: SM4-ECB(MK, D || ~D) = ACE24A72D661E611877ADA764F16F1AA.
+    for k in &r.keys {
+        assert_eq!(hex::encode_upper(unwrap_export(&k.wrapped)), "ACE24A72D661E611877ADA764F16F1AA", "{}", k.role);
+        let kcv = k.kcv.clone().unwrap();
+        assert_eq!((kcv.method.as_str(), kcv.value), ("SM4_ZERO", sm4_kcv(&h("ACE24A72D661E611877ADA764F16F1AA"))));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hsm_sim_an10922_matches_vectors() {
+    let mut e = env_in(Module::HsmSim, DbKind::Sqlite).await;
+    // libfreefare test_mifare_key_deriver_an10922.c, both AES-128 vectors.
+    let cases = [
+        (
+            "00112233445566778899AABBCCDDEEFF",
+            "04782E21801D80",
+            "3042F5",
+            "4E585020416275",
+            "A8DD63A3B89D54B37CA802473FDA9175",
+        ),
+        ("F3F9377698707B688EAF84ABE39E3791", "04DEADBEEFFEED", "", "", "0BB408BAFF98B6EE9F2E1585777F6A51"),
+    ];
+    for (i, (mk, uid, aid, si, expected)) in cases.iter().enumerate() {
+        for role in ["app-master", "app-read", "app-write"] {
+            import_master_as(
+                &mut e.so,
+                &format!("city/3301/desfire/{role}"),
+                &h(mk),
+                pb::KeyAlgorithm::Aes128,
+                "AES_ZERO",
+                aes_kcv(&h(mk)),
+            )
+            .await
+            .unwrap();
+        }
+        let r = derive(
+            &mut e.partner,
+            "desfire-an10922",
+            pb::CardIdentifiers {
+                uid: (*uid).into(),
+                aid: (*aid).into(),
+                system_identifier: (*si).into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        for k in &r.keys {
+            assert_eq!(hex::encode_upper(unwrap_export(&k.wrapped)), *expected, "vector {i}, role {}", k.role);
+            assert_eq!(k.kcv.clone().unwrap().value, aes_kcv(&h(expected)));
+            assert_eq!(k.master_key.clone().unwrap().version, i as u32 + 1);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hsm_sim_wraps_under_a_3des_transport_key() {
+    let mut e = env_in(Module::HsmSim, DbKind::Sqlite).await;
+    import_mohurd(&mut e.so).await;
+    // A partner's 3DES transport key, delivered wrapped under the import KEK.
+    let kek3 = h("89ABCDEF0123456776543210FEDCBA98");
+    let wrapped = aes_kw::KekAes128::from(KEK_IMPORT).wrap_vec(&kek3).unwrap();
+    e.so.import_key(pb::ImportKeyRequest {
+        name: "partner/factory-3/kek".into(),
+        algorithm: pb::KeyAlgorithm::Des2 as i32,
+        purpose: pb::KeyPurpose::TransportExport as i32,
+        source: Some(pb::import_key_request::Source::Wrapped(pb::WrappedKeyMaterial {
+            transport_key: kref("city/3301/kek/import", 0),
+            format: 0,
+            wrapped,
+        })),
+        expected_kcv: Some(pb::KeyCheckValue { method: "DES3_ZERO".into(), value: des3_kcv(&kek3) }),
+    })
+    .await
+    .unwrap();
+    let r = e
+        .partner
+        .derive_card_keys(pb::DeriveCardKeysRequest {
+            profile: "mohurd-epurse".into(),
+            card: Some(pb::CardIdentifiers { asn: "4567890123456701".into(), ..Default::default() }),
+            transport_key: kref("partner/factory-3/kek", 0),
+            master_key_versions: Default::default(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    use des::cipher::BlockDecrypt;
+    let c = des::TdesEde2::new_from_slice(&kek3).unwrap();
+    for k in &r.keys {
+        assert_eq!(k.format, pb::WrapFormat::Des3Ecb as i32);
+        let mut clear = k.wrapped.clone();
+        for block in clear.chunks_mut(8) {
+            c.decrypt_block(GenericArray::from_mut_slice(block));
+        }
+        assert_eq!(
+            hex::encode_upper(unparity(&clear)),
+            hex::encode_upper(unparity(&h("72AD54698CEE2935B0969956E2C718F0")))
+        );
     }
 }

@@ -156,7 +156,7 @@ fn template(i: &mut In, a: &mut Arena) -> (*mut CK_ATTRIBUTE, u64) {
         let (p, l) = a.buf(&v);
         t.push(CK_ATTRIBUTE {
             type_: ty,
-            pValue: if l == 0 && sel % 2 == 0 { null_mut() } else { p.cast() },
+            pValue: if l == 0 && sel.is_multiple_of(2) { null_mut() } else { p.cast() },
             ulValueLen: l,
         });
     }
@@ -243,7 +243,7 @@ fn mechanism(i: &mut In, a: &mut Arena, keys: &[u64]) -> CK_MECHANISM {
             let v = a.prf.last_mut().unwrap();
             let (vp, vl) = (v.as_mut_ptr(), v.len() as u64);
             a.boxed(CK_SP800_108_KDF_PARAMS {
-                prfType: if i.byte() % 2 == 0 { CKM_AES_CMAC } else { CKM_DES3_CMAC },
+                prfType: if i.byte().is_multiple_of(2) { CKM_AES_CMAC } else { CKM_DES3_CMAC },
                 ulNumberOfDataParams: vl,
                 pDataParams: if vl == 0 { null_mut() } else { vp },
                 ulAdditionalDerivedKeys: 0,
