@@ -88,3 +88,14 @@ impl Drop for TestDb {
 
 /// Both database kinds, for table-driven tests.
 pub const ALL_DBS: [DbKind; 2] = [DbKind::Sqlite, DbKind::Postgres];
+
+/// A plain HTTP/1.1 GET on 127.0.0.1 (the operations listener); returns the
+/// whole response, status line first.
+pub fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}

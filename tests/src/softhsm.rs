@@ -20,30 +20,6 @@ pub struct SoftHsmToken {
 }
 
 impl SoftHsmToken {
-    /// Creates a token labelled `label` under `dir`.
-    pub fn new(dir: &Path, label: &str) -> SoftHsmToken {
-        let tokens = dir.join("softhsm-tokens");
-        std::fs::create_dir_all(&tokens).unwrap();
-        let conf = dir.join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", tokens.display()),
-        )
-        .unwrap();
-        let pin = format!("pin-{}", crate::unique(4));
-        let out = Command::new("softhsm2-util")
-            .env("SOFTHSM2_CONF", &conf)
-            .args(["--init-token", "--free", "--label", label, "--pin", &pin, "--so-pin", "so-pin-1234"])
-            .output()
-            .expect("softhsm2-util (apt-get install softhsm2; scripts/test installs it)");
-        assert!(out.status.success(), "softhsm2-util failed: {}", String::from_utf8_lossy(&out.stderr));
-        let pin_file = dir.join("user.pin");
-        std::fs::write(&pin_file, &pin).unwrap();
-        SoftHsmToken { conf, label: label.to_owned(), pin, pin_file }
-    }
-}
-
-impl SoftHsmToken {
     /// Creates a token in the token directory of the `SOFTHSM2_CONF` this
     /// process was started with (for tests that load the module in-process,
     /// where the environment cannot be changed safely).

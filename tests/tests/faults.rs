@@ -2,24 +2,15 @@
 //! takes the "device" away while the service runs.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use kms_proto::v1 as pb;
 use kms_proto::v1::admin_service_client::AdminServiceClient;
 use kms_proto::v1::key_service_client::KeyServiceClient;
-use kms_tests::DbKind;
 use kms_tests::server::Setup;
 use kms_tests::token::Module;
+use kms_tests::{DbKind, http_get};
 use tonic::Code;
-
-fn http_get(port: u16, path: &str) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn module_outage_fails_fast_and_recovers_without_a_restart() {

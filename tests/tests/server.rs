@@ -3,7 +3,7 @@
 //! shutdown.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{Read, Write};
+use std::io::Read;
 
 use kms::audit;
 use kms::config::DatabaseConfig;
@@ -11,7 +11,7 @@ use kms::store::Store;
 use kms_proto::v1 as pb;
 use kms_proto::v1::admin_service_client::AdminServiceClient;
 use kms_tests::server::{Setup, expect_startup_failure};
-use kms_tests::{ALL_DBS, DbKind};
+use kms_tests::{ALL_DBS, DbKind, http_get};
 use tonic::Code;
 
 async fn audit_store(setup: &Setup) -> Store {
@@ -222,14 +222,6 @@ async fn oversized_message_is_refused_and_the_server_carries_on() {
     grpc.ready().await.unwrap();
     let codec: tonic_prost::ProstCodec<PaddedRequest, pb::WhoAmIResponse> = tonic_prost::ProstCodec::default();
     grpc.unary(tonic::Request::new(PaddedRequest { pad: vec![7u8; 1000] }), path, codec).await.unwrap();
-}
-
-fn http_get(port: u16, path: &str) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

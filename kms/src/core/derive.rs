@@ -312,14 +312,12 @@ pub fn derive_event(
     reason: String,
     details: serde_json::Value,
 ) -> AuditEvent {
-    AuditEvent {
-        principal: p.name.clone(),
-        role: p.role.clone(),
-        tenant: p.tenant.clone(),
-        action: authz::DeriveCardKeys::NAME.to_owned(),
-        resource: format!("Kms::CardProfile::{profile:?}"),
+    super::keys::event(
+        p,
+        authz::DeriveCardKeys::NAME,
+        format!("Kms::CardProfile::{profile:?}"),
         outcome,
         reason,
         details,
-    }
+    )
 }

@@ -81,7 +81,8 @@ pub fn object_label(name: &KeyName, version: u32) -> String {
     format!("kms:{name}@v{version}")
 }
 
-fn event(
+/// An audit event by `p`.
+pub(crate) fn event(
     p: &Principal,
     action: &str,
     resource: String,
@@ -467,7 +468,32 @@ impl Core {
         state: KeyState,
         reason: String,
     ) -> Result<KeyRecord> {
-        let p = proof.principal();
+        self.transition::<authz::SetKeyState>(proof.principal(), name, version, state, reason).await
+    }
+
+    /// `DestroyKey`: the HSM object goes; the record stays, destroyed. The
+    /// record change and its audit record are written, then the object is
+    /// destroyed, then the transaction commits: if the HSM step fails nothing
+    /// changes, and a crash before the commit leaves the record usable with
+    /// no object behind it, which the next use reports as not found.
+    pub async fn destroy_key(
+        &self,
+        proof: &Authorized<authz::DestroyKey>,
+        name: KeyName,
+        version: u32,
+        reason: String,
+    ) -> Result<KeyRecord> {
+        self.transition::<authz::DestroyKey>(proof.principal(), name, version, KeyState::Destroyed, reason).await
+    }
+
+    async fn transition<A: Action>(
+        &self,
+        p: &Principal,
+        name: KeyName,
+        version: u32,
+        to: KeyState,
+        reason: String,
+    ) -> Result<KeyRecord> {
         let resource = format!("Kms::Key::{:?}", name.as_str());
         let result = async {
             let key = KeyRef { name: name.clone(), version: Some(version) };
@@ -478,75 +504,31 @@ impl Core {
             }
             let from = record.state;
             let mut tx = self.store.begin().await?;
-            keys::set_state(&mut tx, &name, version, state).await?;
-            record.state = state;
+            keys::set_state(&mut tx, &name, version, to).await?;
+            record.state = to;
             let mut details = key_details(&record);
             details["from_state"] = json!(from.as_str());
-            audit::append(
-                &mut tx,
-                &event(p, authz::SetKeyState::NAME, resource.clone(), Outcome::Success, reason.clone(), details),
-            )
-            .await
-            .map_err(Error::AuditUnavailable)?;
-            tx.commit().await?;
-            Ok(record)
-        }
-        .await;
-        if let Err(e) = &result {
-            self.audit_failure::<authz::SetKeyState>(p, resource, e).await;
-        }
-        result
-    }
-
-    /// `DestroyKey`: the HSM object goes; the record stays, destroyed. The
-    /// record is marked first, so a crash between the two leaves a key that
-    /// can no longer be used rather than a record pointing at nothing usable.
-    pub async fn destroy_key(
-        &self,
-        proof: &Authorized<authz::DestroyKey>,
-        name: KeyName,
-        version: u32,
-        reason: String,
-    ) -> Result<KeyRecord> {
-        let p = proof.principal();
-        let resource = format!("Kms::Key::{:?}", name.as_str());
-        let result = async {
-            let key = KeyRef { name: name.clone(), version: Some(version) };
-            let mut record =
-                keys::find(&self.store, &key).await?.ok_or_else(|| Error::NotFound { what: format!("key {key}") })?;
-            if record.state == KeyState::Destroyed {
-                return Err(Error::FailedPrecondition(format!("key {} is already destroyed", record.reference())));
+            audit::append(&mut tx, &event(p, A::NAME, resource.clone(), Outcome::Success, reason.clone(), details))
+                .await
+                .map_err(Error::AuditUnavailable)?;
+            if to == KeyState::Destroyed {
+                let id = record.object_id_bytes();
+                let module = self.hsm.info().path.clone();
+                let id2 = id.clone();
+                self.hsm
+                    .run("destroy_key", move |s| match keyops::find_by_id(s, &module, &id2)? {
+                        Some(h) => keyops::destroy(s, &module, h),
+                        None => Ok(()),
+                    })
+                    .await?;
+                self.hsm.forget_handle(&id);
             }
-            let mut tx = self.store.begin().await?;
-            keys::set_state(&mut tx, &name, version, KeyState::Destroyed).await?;
-            record.state = KeyState::Destroyed;
-            audit::append(
-                &mut tx,
-                &event(
-                    p,
-                    authz::DestroyKey::NAME,
-                    resource.clone(),
-                    Outcome::Success,
-                    reason.clone(),
-                    key_details(&record),
-                ),
-            )
-            .await
-            .map_err(Error::AuditUnavailable)?;
-            let id = record.object_id_bytes();
-            let module = self.hsm.info().path.clone();
-            self.hsm
-                .run("destroy_key", move |s| match keyops::find_by_id(s, &module, &id)? {
-                    Some(h) => keyops::destroy(s, &module, h),
-                    None => Ok(()),
-                })
-                .await?;
             tx.commit().await?;
             Ok(record)
         }
         .await;
         if let Err(e) = &result {
-            self.audit_failure::<authz::DestroyKey>(p, resource, e).await;
+            self.audit_failure::<A>(p, resource, e).await;
         }
         result
     }
