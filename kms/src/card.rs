@@ -213,6 +213,15 @@ pub fn gp_visa2_data(kdd: [u8; 10], key: GpKey) -> [u8; 16] {
     d
 }
 
+/// GlobalPlatformPro's `kdf3` fixed data: `00 00 00 c 00 || KDD`; the KDF
+/// puts an 8-bit counter before it.
+pub fn gp_kdf3_data(kdd: [u8; 10], key: GpKey) -> [u8; 15] {
+    let mut d = [0u8; 15];
+    d[3] = key.constant();
+    d[5..].copy_from_slice(&kdd);
+    d
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -55,6 +55,10 @@ pub enum Method {
     GpEmv,
     /// GlobalPlatform SCP02 card keys, template `visa2` (from the KDD).
     GpVisa2,
+    /// GlobalPlatform SCP03 card keys, template `kdf3`: NIST SP 800-108
+    /// counter KDF with AES-CMAC over `00 00 00 c 00 || KDD` (8-bit counter
+    /// first), as GlobalPlatformPro defines it.
+    GpKdf3,
     /// NXP AN10922 AES-128 diversification (UID || AID || system id).
     An10922Aes128,
 }
@@ -68,6 +72,7 @@ impl Method {
             "emv-option-b" => Method::EmvOptionB,
             "gp-emv" => Method::GpEmv,
             "gp-visa2" => Method::GpVisa2,
+            "gp-kdf3" => Method::GpKdf3,
             "an10922-aes128" => Method::An10922Aes128,
             _ => return None,
         })
@@ -82,6 +87,7 @@ impl Method {
             Method::EmvOptionB => "emv-option-b",
             Method::GpEmv => "gp-emv",
             Method::GpVisa2 => "gp-visa2",
+            Method::GpKdf3 => "gp-kdf3",
             Method::An10922Aes128 => "an10922-aes128",
         }
     }
@@ -93,7 +99,7 @@ impl Method {
                 Algorithm::Des2
             }
             Method::Sm4Jtt978 => Algorithm::Sm4,
-            Method::An10922Aes128 => Algorithm::Aes128,
+            Method::An10922Aes128 | Method::GpKdf3 => Algorithm::Aes128,
         }
     }
 
@@ -102,7 +108,7 @@ impl Method {
     }
 
     fn uses_gp_key(self) -> bool {
-        matches!(self, Method::GpEmv | Method::GpVisa2)
+        matches!(self, Method::GpEmv | Method::GpVisa2 | Method::GpKdf3)
     }
 
     /// Card identifiers the method reads (besides its factors).
@@ -110,7 +116,7 @@ impl Method {
         match self {
             Method::Pboc3Des | Method::Sm4Jtt978 => &[],
             Method::EmvOptionA | Method::EmvOptionB => &[Identifier::Pan],
-            Method::GpEmv | Method::GpVisa2 => &[Identifier::Kdd],
+            Method::GpEmv | Method::GpVisa2 | Method::GpKdf3 => &[Identifier::Kdd],
             Method::An10922Aes128 => &[Identifier::Uid],
         }
     }
@@ -270,7 +276,7 @@ pub fn parse(path: &Path, text: &str) -> Result<CardProfile, ProfileError> {
             fail(
                 Some(r.method.span()),
                 format!(
-                    "role {role_name:?}: unknown method {:?} (pboc-3des, sm4-jtt978, emv-option-a, emv-option-b, gp-emv, gp-visa2, an10922-aes128)",
+                    "role {role_name:?}: unknown method {:?} (pboc-3des, sm4-jtt978, emv-option-a, emv-option-b, gp-emv, gp-visa2, gp-kdf3, an10922-aes128)",
                     r.method.get_ref()
                 ),
             )

@@ -734,3 +734,38 @@ async fn hsm_sim_wraps_under_a_3des_transport_key() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gp_kdf3_matches_vectors_where_the_module_has_sp800_108() {
+    for module in kms_tests::token::ALL_MODULES {
+        let mut e = env_in(module, DbKind::Sqlite).await;
+        import_master_as(
+            &mut e.so,
+            "city/3301/ssd3/master",
+            &h(GP_MK),
+            pb::KeyAlgorithm::Aes128,
+            "AES_ZERO",
+            aes_kcv(&h(GP_MK)),
+        )
+        .await
+        .unwrap();
+        let card = pb::CardIdentifiers { kdd: "00010203040506070809".into(), ..Default::default() };
+        let r = derive(&mut e.partner, "gp-ssd-scp03", card).await;
+        match module {
+            // SoftHSM has no CKM_SP800_108_COUNTER_KDF: refused, naming it.
+            Module::SoftHsm => {
+                let err = r.unwrap_err();
+                assert_eq!(err.code(), Code::FailedPrecondition);
+                assert!(err.message().contains("CKM_SP800_108_COUNTER_KDF"), "{}", err.message());
+            }
+            // GlobalPlatformPro TestPlaintextKeys.testDiversification_KDF3_SCP03_AES128.
+            Module::HsmSim => {
+                let r = r.unwrap();
+                let kcvs: Vec<(String, String)> =
+                    r.keys.iter().map(|k| k.kcv.clone().map(|c| (c.method, c.value)).unwrap()).collect();
+                let expect = |v: &str| ("AES_GP".to_owned(), v.to_owned());
+                assert_eq!(kcvs, vec![expect("E79C05"), expect("D1BD77"), expect("3FDE8C")]);
+            }
+        }
+    }
+}

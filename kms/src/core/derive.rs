@@ -10,7 +10,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use std::num::NonZeroUsize;
+
 use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::kbkdf::{Endianness, KbkdfCounterFormat, KbkdfParams, PrfDataParam, PrfDataParamType};
 use cryptoki::mechanism::vendor_defined::VendorDefinedMechanism;
 use cryptoki::object::ObjectHandle;
 use cryptoki::session::Session;
@@ -26,7 +29,7 @@ use crate::hsm::keyops::{self, WrapFormat};
 use crate::hsm::raw::mechanism_type;
 use crate::hsm::{Capabilities, Hsm, HsmError};
 use crate::identity::Principal;
-use crate::keys::{Algorithm, Kcv, KcvMethod, KeyName, KeyRecord, KeyRef, Purpose};
+use crate::keys::{Kcv, KcvMethod, KeyName, KeyRecord, KeyRef, Purpose};
 use crate::profiles::{CardProfile, Method, Role};
 
 /// A derivation request, parsed.
@@ -111,8 +114,12 @@ impl Drop for SessionKeys<'_> {
     }
 }
 
-fn kcv_method(algorithm: Algorithm) -> KcvMethod {
-    algorithm.default_kcv()
+fn kcv_method(method: Method) -> KcvMethod {
+    match method {
+        // why: GlobalPlatform checks AES card keys by encrypting 16 bytes of 01.
+        Method::GpKdf3 => KcvMethod::AesGp,
+        other => other.algorithm().default_kcv(),
+    }
 }
 
 fn derive_capability(method: Method) -> &'static str {
@@ -122,6 +129,7 @@ fn derive_capability(method: Method) -> &'static str {
         }
         Method::Sm4Jtt978 => "sm4_ecb_encrypt_data",
         Method::An10922Aes128 => "an10922_aes128",
+        Method::GpKdf3 => "sp800_108_counter_kdf",
     }
 }
 
@@ -163,6 +171,24 @@ fn derive_role(
             let k = keyops::derive_ecb(s, caps, master, alg, &data, alg, false)?;
             Ok(keys.keep(k))
         }
+        Method::GpKdf3 => {
+            let kdd = card.kdd().ok_or_else(|| missing(role, "kdd"))?;
+            let gp = role.gp_key.ok_or_else(|| missing(role, "gp_key"))?;
+            caps.require("sp800_108_counter_kdf")?;
+            caps.require("aes_cmac")?;
+            let fixed = card::gp_kdf3_data(kdd, gp);
+            let counter = KbkdfCounterFormat::new(Endianness::Big, NonZeroUsize::MIN.saturating_add(7));
+            let data = [
+                PrfDataParam::new(PrfDataParamType::IterationVariable(Some(&counter))),
+                PrfDataParam::new(PrfDataParamType::ByteArray(&fixed)),
+            ];
+            let params = KbkdfParams::new(cryptoki::mechanism::MechanismType::AES_CMAC, &data, None);
+            let template = keyops::session_key_template(caps, alg, false)?;
+            let k = s
+                .derive_key(&Mechanism::KbkdfCounter(params), master, &template)
+                .map_err(|e| HsmError::from_cryptoki(&caps.module, e))?;
+            Ok(keys.keep(k))
+        }
         Method::An10922Aes128 => {
             let d = card.an10922_input().ok_or_else(|| missing(role, "uid/aid"))?;
             let number = caps.require("an10922_aes128")?;
@@ -191,7 +217,7 @@ pub fn derive_card(hsm: &Hsm, session: &Session, plan: &Plan, card: &Card) -> Re
         let master_handle = hsm.object(session, &master.object_id_bytes())?;
         let derived = derive_role(&mut keys, caps, master_handle, role, card)?;
         let alg = role.method.algorithm();
-        let kcv: Kcv = keyops::kcv(session, caps, derived, kcv_method(alg))?;
+        let kcv: Kcv = keyops::kcv(session, caps, derived, kcv_method(role.method))?;
         let wrapped = keyops::wrap(session, caps, transport, plan.format, derived, alg.key_len())?;
         out.push(DerivedKey {
             role: role.name.clone(),
