@@ -86,6 +86,158 @@ enum Command {
     Whoami(ClientArgs),
     /// Show the module's capability table.
     Capabilities(ClientArgs),
+    /// Manage the key catalogue: create, import, adopt, get, list, rotate,
+    /// set-state, destroy; list card profiles.
+    ///
+    /// The catalogue holds only metadata; key material stays in the HSM.
+    /// Managing keys needs a security_officer certificate; get and list
+    /// also work for operators and auditors.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Derive a card's keys, or those of a file of cards, wrapped under a
+    /// transport key; print one JSON line per card.
+    ///
+    /// One card: give its identifiers as flags (--asn, --pan/--psn, --kdd,
+    /// ...). A production batch: --input cards.csv (header row naming the
+    /// fields) or cards.jsonl, with --batch-id; re-running the same batch
+    /// id resumes it, answering finished cards from the server's record
+    /// ("replayed": true). Each line is
+    /// {"index", "card", "replayed", "keys": [{"role", "master_key",
+    /// "master_version", "algorithm", "kcv_method", "kcv", "wrapped",
+    /// "format"}]} or {"index", "card", "error": {"code", "message"}}.
+    /// A summary goes to standard error, with a progress bar when it is a
+    /// terminal. Needs an issuance_partner certificate.
+    ///
+    /// Exit status: 0 every card done; 3 the run finished but some cards
+    /// failed; 1 the run failed or stopped early (connection, server,
+    /// unreadable or malformed input file: the message names the line);
+    /// 2 usage error.
+    ///
+    /// The client profile is --client-profile here (--profile names the
+    /// card profile).
+    Derive {
+        #[command(flatten)]
+        client: DeriveClientArgs,
+        #[command(flatten)]
+        args: cli::derive::DeriveArgs,
+    },
+}
+
+/// `kms keys ...`.
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Generate a key (version 1) inside the HSM: sensitive, non-extractable,
+    /// limited to its purpose.
+    Create {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        args: cli::keys::CreateArgs,
+    },
+    /// Import a key delivered wrapped under a transport key in the catalogue.
+    ///
+    /// The KCV its owner published must match, or nothing is kept. An
+    /// existing name gets a new version.
+    Import {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        args: cli::keys::ImportArgs,
+    },
+    /// Adopt a key a ceremony made in the service's token, by its CKA_LABEL.
+    Adopt {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        args: cli::keys::AdoptArgs,
+    },
+    /// Show one key version (NAME: the newest active version; NAME@vN: that one).
+    Get {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// NAME or NAME@vN.
+        // why: the id "key" is taken by the client's --key (its private key).
+        #[arg(id = "key_ref", value_name = "NAME[@vN]", value_parser = cli::keys::parse_key_ref)]
+        key: kms_proto::v1::KeyRef,
+    },
+    /// List key versions in name order, following the pages to the end
+    /// (--json: one JSON object per line).
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        args: cli::keys::ListArgs,
+    },
+    /// Generate a new version of a generated key; older versions become
+    /// deprecated (usable when named explicitly, for cards already issued).
+    Rotate {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Key name.
+        name: String,
+    },
+    /// Move one version between active, deprecated and suspended.
+    SetState {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        args: cli::keys::SetStateArgs,
+    },
+    /// Destroy the HSM object of one version; its record and history stay.
+    ///
+    /// Asks for confirmation on a terminal unless --yes; refuses (exit 2)
+    /// without --yes when standard input is not a terminal.
+    Destroy {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        args: cli::keys::DestroyArgs,
+    },
+    /// List the card profiles the service has loaded, with their key roles.
+    Profiles {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+impl KeysCommand {
+    fn split(self) -> (ClientArgs, cli::keys::KeysCommand) {
+        use cli::keys::KeysCommand as K;
+        match self {
+            KeysCommand::Create { client, args } => (client, K::Create(args)),
+            KeysCommand::Import { client, args } => (client, K::Import(args)),
+            KeysCommand::Adopt { client, args } => (client, K::Adopt(args)),
+            KeysCommand::Get { client, key } => (client, K::Get(key)),
+            KeysCommand::List { client, args } => (client, K::List(args)),
+            KeysCommand::Rotate { client, name } => (client, K::Rotate(name)),
+            KeysCommand::SetState { client, args } => (client, K::SetState(args)),
+            KeysCommand::Destroy { client, args } => (client, K::Destroy(args)),
+            KeysCommand::Profiles { client } => (client, K::Profiles),
+        }
+    }
+}
+
+/// The client flags of `kms derive`, where `--profile` names the card profile.
+#[derive(Args)]
+struct DeriveClientArgs {
+    /// Client profile (TOML with endpoint, ca, cert, key). Default:
+    /// kms-dev/client.toml when no --endpoint is given.
+    #[arg(long, env = "KMS_PROFILE")]
+    client_profile: Option<PathBuf>,
+    /// Server endpoint, e.g. https://127.0.0.1:7443.
+    #[arg(long, env = "KMS_ENDPOINT", requires_all = ["ca", "cert", "key"])]
+    endpoint: Option<String>,
+    /// CA certificate of the server (PEM).
+    #[arg(long, env = "KMS_CA")]
+    ca: Option<PathBuf>,
+    /// Client certificate (PEM).
+    #[arg(long, env = "KMS_CERT")]
+    cert: Option<PathBuf>,
+    /// Client private key (PEM).
+    #[arg(long, env = "KMS_KEY")]
+    key: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -113,18 +265,46 @@ struct ClientArgs {
 
 impl ClientArgs {
     fn options(&self) -> Result<ClientOptions, cli::ClientError> {
-        if let (Some(endpoint), Some(ca), Some(cert), Some(key)) = (&self.endpoint, &self.ca, &self.cert, &self.key) {
-            return Ok(ClientOptions {
-                endpoint: endpoint.clone(),
-                ca: ca.clone(),
-                cert: cert.clone(),
-                key: key.clone(),
-                server_name: None,
-            });
-        }
-        let profile = self.profile.clone().unwrap_or_else(|| PathBuf::from("kms-dev/client.toml"));
-        ClientOptions::from_file(&profile)
+        client_options(
+            self.profile.as_ref(),
+            self.endpoint.as_ref(),
+            self.ca.as_ref(),
+            self.cert.as_ref(),
+            self.key.as_ref(),
+        )
     }
+}
+
+impl DeriveClientArgs {
+    fn options(&self) -> Result<ClientOptions, cli::ClientError> {
+        client_options(
+            self.client_profile.as_ref(),
+            self.endpoint.as_ref(),
+            self.ca.as_ref(),
+            self.cert.as_ref(),
+            self.key.as_ref(),
+        )
+    }
+}
+
+fn client_options(
+    profile: Option<&PathBuf>,
+    endpoint: Option<&String>,
+    ca: Option<&PathBuf>,
+    cert: Option<&PathBuf>,
+    key: Option<&PathBuf>,
+) -> Result<ClientOptions, cli::ClientError> {
+    if let (Some(endpoint), Some(ca), Some(cert), Some(key)) = (endpoint, ca, cert, key) {
+        return Ok(ClientOptions {
+            endpoint: endpoint.clone(),
+            ca: ca.clone(),
+            cert: cert.clone(),
+            key: key.clone(),
+            server_name: None,
+        });
+    }
+    let profile = profile.cloned().unwrap_or_else(|| PathBuf::from("kms-dev/client.toml"));
+    ClientOptions::from_file(&profile)
 }
 
 fn init_logging(level: &str, format: LogFormat) {
@@ -196,6 +376,62 @@ fn main() -> ExitCode {
         Command::Status(args) => client(args, |o, j| Box::pin(async move { cli::status(&o, j).await })),
         Command::Whoami(args) => client(args, |o, j| Box::pin(async move { cli::whoami(&o, j).await })),
         Command::Capabilities(args) => client(args, |o, j| Box::pin(async move { cli::capabilities(&o, j).await })),
+        Command::Keys { command } => keys(command),
+        Command::Derive { client, args } => derive(&client, args),
+    }
+}
+
+/// Prints `kms: message` and returns the error's exit code (2 for usage).
+fn fail_with(e: &cli::ClientError) -> ExitCode {
+    eprintln!("kms: {e}");
+    ExitCode::from(e.exit_code())
+}
+
+fn keys(command: KeysCommand) -> ExitCode {
+    let (args, command) = command.split();
+    let opts = match args.options() {
+        Ok(o) => o,
+        Err(e) => return fail_with(&e),
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return fail(e),
+    };
+    match rt.block_on(cli::keys::run(&opts, args.json, command)) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail_with(&e),
+    }
+}
+
+fn derive(client: &DeriveClientArgs, args: cli::derive::DeriveArgs) -> ExitCode {
+    let opts = match client.options() {
+        Ok(o) => o,
+        Err(e) => return fail_with(&e),
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return fail(e),
+    };
+    match rt.block_on(cli::derive::run(&opts, args)) {
+        Ok(report) => {
+            eprintln!("kms derive: {}", report.summary);
+            if let Some(e) = report.interrupted {
+                if report.summary.batch_id.is_some() {
+                    eprintln!(
+                        "kms derive: stopped early; after fixing the cause, re-run with the same --batch-id to resume"
+                    );
+                }
+                fail_with(&e)
+            } else if report.summary.failed > 0 {
+                ExitCode::from(3)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => fail_with(&e),
     }
 }
 
@@ -238,4 +474,14 @@ fn serve(config: Config, banner: Option<String>) -> ExitCode {
             Err(e) => fail(e),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn arguments_are_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

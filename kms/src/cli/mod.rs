@@ -1,6 +1,10 @@
-//! The operator's client side of `kms`: connecting over mTLS and the
+//! The operator's client side of `kms`: connecting over mTLS, the
 //! commands that print the service's state (`kms status`, `kms whoami`,
-//! `kms capabilities`).
+//! `kms capabilities`), the key catalogue ([`keys`]: `kms keys ...`) and
+//! card-key derivation ([`derive`]: `kms derive`).
+
+pub mod derive;
+pub mod keys;
 
 use std::path::{Path, PathBuf};
 
@@ -44,6 +48,55 @@ pub enum ClientError {
         /// The server's message.
         message: String,
     },
+    /// A line of an input file (cards for `kms derive`) is malformed.
+    #[error("{path} line {line}: {message}")]
+    Input {
+        /// The file.
+        path: PathBuf,
+        /// Line number, from 1.
+        line: u64,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Output could not be written.
+    #[error("cannot write {what}: {source}")]
+    Write {
+        /// Where to (a file name or "standard output").
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The operator did not confirm a destructive command.
+    #[error("not confirmed; nothing was done")]
+    NotConfirmed,
+    /// The server's answers do not fit the request (for example a batch
+    /// result out of order, or fewer results than cards sent).
+    #[error("unexpected answer from {rpc}: {message}")]
+    Protocol {
+        /// The RPC.
+        rpc: &'static str,
+        /// What was unexpected.
+        message: String,
+    },
+}
+
+impl ClientError {
+    /// The process exit code for this failure: 2 for a usage error (a flag
+    /// missing or malformed, a confirmation that cannot be asked for), 1
+    /// for everything else. (`kms derive` uses 3 when the run finished but
+    /// some cards failed; that is not an error of this type.)
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ClientError::Usage(_) => 2,
+            ClientError::Read { .. }
+            | ClientError::Connect { .. }
+            | ClientError::Call { .. }
+            | ClientError::Input { .. }
+            | ClientError::Write { .. }
+            | ClientError::NotConfirmed
+            | ClientError::Protocol { .. } => 1,
+        }
+    }
 }
 
 /// Where and as whom to connect.
@@ -106,7 +159,7 @@ impl ClientOptions {
     }
 }
 
-fn call_error(rpc: &'static str, s: tonic::Status) -> ClientError {
+pub(crate) fn call_error(rpc: &'static str, s: tonic::Status) -> ClientError {
     ClientError::Call { rpc, code: s.code(), message: s.message().to_owned() }
 }
 
