@@ -232,6 +232,11 @@ async fn derive_one_card_and_a_batch_file() {
     let bad = json_lines(&text(&out.stdout));
     assert_eq!(bad[0]["error"]["code"], "INVALID_ARGUMENT");
     assert!(bad[0]["error"]["message"].as_str().unwrap().contains("card.asn"));
+    // A security officer may not derive: the call fails, exit 1, no line.
+    let out = so.run(&["derive"], &["--profile", "mohurd-epurse", "--transport-key", KEK, "--asn", "4567890123456701"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("PermissionDenied"), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).is_empty());
 
     // A file of 50 cards; line 19 of the file (index 17) is malformed.
     let cards = write_cards(dir, 50, 17);
@@ -332,4 +337,66 @@ async fn derive_one_card_and_a_batch_file() {
         ],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// Peak resident memory (kB) of a running process, sampled until it exits.
+fn run_sampling_rss(mut cmd: Command) -> (std::process::ExitStatus, u64) {
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak = 0u64;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&status_file)
+            && let Some(kb) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        {
+            peak = peak.max(kb);
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status, peak);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The client streams a file: its memory does not grow with the number of
+/// cards. Slow (tens of thousands of derivations), so run on demand:
+/// `cargo nextest run -p kms-tests --test cli --run-ignored only`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: derives tens of thousands of cards"]
+async fn derive_memory_stays_flat_on_a_long_file() {
+    let setup = Setup::new(DbKind::Sqlite).await;
+    let server = setup.start();
+    let so = Cli::new(&setup, &server, "security_officer");
+    let partner = Cli::new(&setup, &server, "issuance_partner");
+    create_catalogue(&so);
+    let dir = setup.dir.path();
+    let mut peaks = Vec::new();
+    for (n, id) in [(1_000u64, "small"), (20_000, "large")] {
+        let path = dir.join(format!("{id}.jsonl"));
+        let mut text = String::new();
+        for i in 0..n {
+            text.push_str(&format!("{{\"asn\":\"{:016X}\"}}\n", 0x3301000000000000u64 + i));
+        }
+        std::fs::write(&path, text).unwrap();
+        let mut cmd = Command::new(kms_bin());
+        cmd.args(["derive", "--endpoint", &partner.endpoint, "--ca"])
+            .arg(&partner.ca)
+            .arg("--cert")
+            .arg(&partner.cert)
+            .arg("--key")
+            .arg(&partner.key)
+            .args(["--profile", "mohurd-epurse", "--transport-key", KEK, "--batch-id", id, "--input"])
+            .arg(&path)
+            .arg("--output")
+            .arg(dir.join(format!("{id}.out")));
+        let (status, peak) = run_sampling_rss(cmd);
+        assert!(status.success(), "{status}");
+        let lines = std::fs::read_to_string(dir.join(format!("{id}.out"))).unwrap().lines().count();
+        assert_eq!(lines as u64, n);
+        peaks.push(peak);
+    }
+    eprintln!("peak RSS: 1,000 cards {} kB, 20,000 cards {} kB", peaks[0], peaks[1]);
+    assert!(peaks[1] < peaks[0] + 16 * 1024, "memory grew with the file: {peaks:?} kB");
 }

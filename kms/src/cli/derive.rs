@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::{ArgGroup, Args, ValueEnum};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use kms_proto::v1 as pb;
 use kms_proto::v1::key_service_client::KeyServiceClient;
 use serde::{Deserialize, Serialize};
@@ -199,8 +199,9 @@ impl std::fmt::Display for DeriveSummary {
         let rate = if secs > 0.0 { self.cards() as f64 / secs } else { 0.0 };
         write!(
             f,
-            "{} cards: {} ok, {} failed, {} replayed in {secs:.2} s ({rate:.1} cards/s)",
+            "{} card{}: {} ok, {} failed, {} replayed in {secs:.2} s ({rate:.1} cards/s)",
             self.cards(),
+            if self.cards() == 1 { "" } else { "s" },
             self.ok,
             self.failed,
             self.replayed
@@ -253,8 +254,7 @@ pub async fn run(opts: &ClientOptions, args: DeriveArgs) -> Result<DeriveReport,
                 pb::derive_batch_response::Result::Keys(r.into_inner())
             }
             Err(s) => {
-                if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal) {
-                    // Not about this card: the call itself failed.
+                if !is_card_error(s.code()) {
                     return Err(call_error("DeriveCardKeys", s));
                 }
                 summary.failed = 1;
@@ -363,6 +363,31 @@ pub async fn run(opts: &ClientOptions, args: DeriveArgs) -> Result<DeriveReport,
     progress.finish_and_clear();
     summary.elapsed = started.elapsed();
     Ok(DeriveReport { summary, interrupted })
+}
+
+/// Whether a single-card call's status is about the request (a line with
+/// `error`, as a batch reports it) rather than about the call itself (the
+/// connection, the caller's rights, the server), which fails the command.
+fn is_card_error(code: tonic::Code) -> bool {
+    match code {
+        tonic::Code::InvalidArgument
+        | tonic::Code::NotFound
+        | tonic::Code::FailedPrecondition
+        | tonic::Code::OutOfRange
+        | tonic::Code::AlreadyExists
+        | tonic::Code::Aborted => true,
+        tonic::Code::Ok
+        | tonic::Code::Cancelled
+        | tonic::Code::Unknown
+        | tonic::Code::DeadlineExceeded
+        | tonic::Code::PermissionDenied
+        | tonic::Code::ResourceExhausted
+        | tonic::Code::Unimplemented
+        | tonic::Code::Internal
+        | tonic::Code::Unavailable
+        | tonic::Code::DataLoss
+        | tonic::Code::Unauthenticated => false,
+    }
 }
 
 fn protocol(message: String) -> ClientError {
@@ -574,15 +599,20 @@ fn progress_bar(show: bool, total: Option<u64>) -> ProgressBar {
     let (bar, template) = match total {
         Some(n) => (
             ProgressBar::with_draw_target(Some(n), ProgressDrawTarget::stderr()),
-            "{spinner} [{elapsed_precise}] [{bar:40}] {pos}/{len} cards, {per_sec}, eta {eta}",
+            "{spinner} [{elapsed_precise}] [{bar:40}] {pos}/{len} cards, {rate}, eta {eta}",
         ),
         None => (
             ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
-            "{spinner} [{elapsed_precise}] {pos} cards, {per_sec}",
+            "{spinner} [{elapsed_precise}] {pos} cards, {rate}",
         ),
     };
     if let Ok(style) = ProgressStyle::with_template(template) {
-        bar.set_style(style.progress_chars("=> "));
+        let style = style
+            .with_key("rate", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0} cards/s", state.per_sec());
+            })
+            .progress_chars("=> ");
+        bar.set_style(style);
     }
     bar.enable_steady_tick(Duration::from_millis(200));
     bar

@@ -528,7 +528,7 @@ fn confirm_destroy(key: &pb::Key) -> Result<(), ClientError> {
     let reference = format!("{}@v{}", key.name, key.version);
     let mut err = std::io::stderr();
     let prompt = format!(
-        "{}\nThis destroys the HSM object of {reference}; cards issued under it can no longer be derived.\n\
+        "{}\nThis destroys the HSM object of {reference}; the keys of cards issued under it can no longer be derived.\n\
          Type {reference} to confirm: ",
         show_keys(std::slice::from_ref(key), false).trim_end()
     );
