@@ -149,6 +149,53 @@ async fn keys_catalogue_through_the_cli() {
     );
     assert_eq!(gone[0]["state"], "destroyed");
 
+    // Import and adopt reach the server with what was given: a key wrapped
+    // under a transport key whose value nobody knows cannot match its KCV,
+    // and there is no ceremony object of that label.
+    so.ok(&["keys", "create", "city/3301/kek/import"], &["--algorithm", "aes128", "--purpose", "transport-import"]);
+    let wrapped = dir_file(&setup, "dlk.wrapped", "00112233445566778899AABBCCDDEEFF0011223344556677\n");
+    let out = so.run(
+        &["keys", "import", "city/3301/mohurd/dlk"],
+        &[
+            "--algorithm",
+            "des2",
+            "--purpose",
+            "derivation-master",
+            "--transport-key",
+            "city/3301/kek/import@v1",
+            "--wrapped-file",
+            wrapped.to_str().unwrap(),
+            "--format",
+            "aes-key-wrap",
+            "--kcv",
+            "DES3_ZERO:08D7B4",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("ImportKey failed"), "{}", text(&out.stderr));
+    let out = so.run(
+        &["keys", "adopt", "city/3301/kek/other"],
+        &[
+            "--label",
+            "no-such-label",
+            "--algorithm",
+            "aes128",
+            "--purpose",
+            "transport-import",
+            "--kcv",
+            "AES_ZERO:000000",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("ImportKey failed"), "{}", text(&out.stderr));
+    let out = so.run(
+        &["keys", "import", "x/y"],
+        &["--algorithm", "des2", "--purpose", "mac", "--transport-key", "k", "--wrapped-hex", "00", "--kcv", "nocolon"],
+    );
+    assert_eq!(out.status.code(), Some(2), "a malformed --kcv is a usage error: {}", text(&out.stderr));
+    let unchanged = json_lines(&so.ok(&["keys", "list"], &["--json", "--prefix", "city/3301/mohurd/dlk"]));
+    assert_eq!(unchanged.len(), 1, "nothing was imported");
+
     // Card profiles.
     let profiles = json_lines(&so.ok(&["keys", "profiles"], &["--json"]));
     let mohurd = profiles.iter().find(|p| p["name"] == "mohurd-epurse").expect("mohurd-epurse loaded");
@@ -161,6 +208,12 @@ async fn keys_catalogue_through_the_cli() {
     // A bad algorithm is clap's usage error.
     let out = so.run(&["keys", "create", "x/y"], &["--algorithm", "rot13", "--purpose", "mac"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+fn dir_file(setup: &Setup, name: &str, contents: &str) -> PathBuf {
+    let path = setup.dir.path().join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
 }
 
 fn check_keys(line: &Value) {
