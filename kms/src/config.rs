@@ -259,6 +259,24 @@ pub struct DatabaseConfig {
     /// Seconds to wait for a connection.
     #[serde(default = "default_db_timeout")]
     pub connect_timeout_secs: u64,
+    /// SQLite only: `full` (default) syncs the write-ahead log on every
+    /// commit, so an audit record that was acknowledged survives a power
+    /// loss; `normal` syncs at checkpoints only: much faster single calls,
+    /// but the last commits before a power loss (not a crash of kms) may
+    /// be lost.
+    #[serde(default)]
+    pub sqlite_synchronous: SqliteSync,
+}
+
+/// SQLite's `PRAGMA synchronous` in WAL mode.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSync {
+    /// Sync on every commit.
+    #[default]
+    Full,
+    /// Sync at checkpoints.
+    Normal,
 }
 
 fn default_db_connections() -> u32 {

@@ -188,6 +188,11 @@ fn accept_loop(
                 },
                 _ = shutdown.changed() => break,
             };
+            // why: gRPC sends small frames; with Nagle's algorithm a reply can
+            // wait for the peer's delayed ACK (40 ms on Linux).
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(%peer, error = %e, "could not set TCP_NODELAY");
+            }
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {

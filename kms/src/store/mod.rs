@@ -82,6 +82,10 @@ impl Store {
     pub async fn connect(cfg: &DatabaseConfig) -> Result<Store, StoreError> {
         install_default_drivers();
         let backend = if cfg.url.starts_with("sqlite:") { Backend::Sqlite } else { Backend::Postgres };
+        let synchronous = match cfg.sqlite_synchronous {
+            crate::config::SqliteSync::Full => "PRAGMA synchronous = FULL",
+            crate::config::SqliteSync::Normal => "PRAGMA synchronous = NORMAL",
+        };
         let url = match backend {
             Backend::Sqlite if !cfg.url.contains("mode=") => {
                 let sep = if cfg.url.contains('?') { '&' } else { '?' };
@@ -99,7 +103,7 @@ impl Store {
                         // timeout makes a second writer wait instead of failing.
                         sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
                         sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await?;
+                        sqlx::query(synchronous).execute(&mut *conn).await?;
                     }
                     Ok(())
                 })

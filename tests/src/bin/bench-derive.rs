@@ -43,10 +43,19 @@ struct Args {
     seconds: u64,
     cards: u64,
     threads: usize,
+    chunk: usize,
+    sqlite_sync: &'static str,
 }
 
 fn args() -> Args {
-    let mut a = Args { modules: vec![Module::SoftHsm, Module::HsmSim], seconds: 4, cards: 5000, threads: 2 };
+    let mut a = Args {
+        modules: vec![Module::SoftHsm, Module::HsmSim],
+        seconds: 4,
+        cards: 5000,
+        threads: 2,
+        chunk: 64,
+        sqlite_sync: "full",
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -60,12 +69,22 @@ fn args() -> Args {
             "--seconds" => a.seconds = it.next().and_then(|s| s.parse().ok()).expect("--seconds N"),
             "--cards" => a.cards = it.next().and_then(|s| s.parse().ok()).expect("--cards N"),
             "--threads" => a.threads = it.next().and_then(|s| s.parse().ok()).expect("--threads N"),
+            "--chunk" => a.chunk = it.next().and_then(|s| s.parse().ok()).expect("--chunk N"),
+            "--sqlite-sync" => {
+                a.sqlite_sync = match it.next().as_deref() {
+                    Some("full") => "full",
+                    Some("normal") => "normal",
+                    other => panic!("--sqlite-sync full|normal, not {other:?}"),
+                }
+            }
             "raw" => {
                 raw_child(it.collect());
                 std::process::exit(0);
             }
             "--help" | "-h" => {
-                println!("bench-derive [--module softhsm|hsm-sim] [--seconds N] [--cards N] [--threads N]");
+                println!(
+                    "bench-derive [--module softhsm|hsm-sim] [--seconds N] [--cards N] [--threads N] [--chunk N] [--sqlite-sync full|normal]"
+                );
                 std::process::exit(0);
             }
             other => panic!("unknown argument {other}"),
@@ -199,12 +218,13 @@ async fn bench(module: Module, a: &Args) -> Row {
 
     // (b) the service, with as many HSM sessions as raw threads.
     let mut setup = setup;
-    setup.extra_config = "[derive]\nbatch_chunk = 64\n".to_owned();
+    setup.extra_config = format!("[derive]\nbatch_chunk = {}\n", a.chunk);
     let config = setup.write_config();
     let text = std::fs::read_to_string(&config)
         .unwrap()
         .replace("pool_size = 2", &format!("pool_size = {}", a.threads))
-        .replace("level = \"info,kms=debug\"", "level = \"warn\"");
+        .replace("level = \"info,kms=debug\"", "level = \"warn\"")
+        .replace("[database]\n", &format!("[database]\nsqlite_synchronous = \"{}\"\n", a.sqlite_sync));
     std::fs::write(&config, text).unwrap();
     let server = kms_tests::server::Server::spawn(&config, setup.dir.path());
     let mut so = KeyServiceClient::new(setup.channel(&server, "security_officer").await);
