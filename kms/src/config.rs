@@ -268,6 +268,18 @@ pub struct DatabaseConfig {
     pub sqlite_synchronous: SqliteSync,
 }
 
+impl DatabaseConfig {
+    /// A configuration for `url` with the default limits.
+    pub fn for_url(url: &str) -> DatabaseConfig {
+        DatabaseConfig {
+            url: url.to_owned(),
+            max_connections: default_db_connections(),
+            connect_timeout_secs: default_db_timeout(),
+            sqlite_synchronous: SqliteSync::default(),
+        }
+    }
+}
+
 /// SQLite's `PRAGMA synchronous` in WAL mode.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]

@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use aes::cipher::{BlockEncrypt, KeyInit, generic_array::GenericArray};
+use kms::config::DatabaseConfig;
 use kms_proto::v1 as pb;
 use kms_proto::v1::key_service_client::KeyServiceClient;
 use kms_tests::server::{Server, Setup};
@@ -479,13 +480,7 @@ async fn bad_input_is_refused_clearly_and_audited() {
     assert!(err.message().contains("suspended"), "{}", err.message());
 
     // Every refusal above is in the audit log, and the chain is intact.
-    let store = kms::store::Store::connect(&kms::config::DatabaseConfig {
-        url: e.setup.db.url.clone(),
-        max_connections: 2,
-        connect_timeout_secs: 5,
-    })
-    .await
-    .unwrap();
+    let store = kms::store::Store::connect(&DatabaseConfig::for_url(&e.setup.db.url)).await.unwrap();
     let records = kms::audit::read_range(&store, 1, 10_000).await.unwrap();
     let failed: Vec<_> = records.iter().filter(|r| r.outcome == "failed").collect();
     assert!(failed.iter().any(|r| r.action == "keys.ImportKey" && r.reason.contains("08D7B4")));
@@ -551,13 +546,7 @@ async fn batch_is_ordered_per_item_and_idempotent() {
         let Some(pb::derive_batch_response::Result::Keys(k0)) = &first[0].result else { panic!() };
         check_des_key(&k0.keys[0], "72AD54698CEE2935B0969956E2C718F0");
 
-        let store = kms::store::Store::connect(&kms::config::DatabaseConfig {
-            url: e.setup.db.url.clone(),
-            max_connections: 2,
-            connect_timeout_secs: 5,
-        })
-        .await
-        .unwrap();
+        let store = kms::store::Store::connect(&DatabaseConfig::for_url(&e.setup.db.url)).await.unwrap();
         let derived_items = |records: &[kms::audit::AuditRecord]| -> usize {
             records
                 .iter()

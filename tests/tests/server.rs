@@ -15,14 +15,7 @@ use kms_tests::{ALL_DBS, DbKind, http_get};
 use tonic::Code;
 
 async fn audit_store(setup: &Setup) -> Store {
-    Store::connect(&DatabaseConfig {
-        url: setup.db.url.clone(),
-        max_connections: 2,
-        connect_timeout_secs: 5,
-        sqlite_synchronous: Default::default(),
-    })
-    .await
-    .unwrap()
+    Store::connect(&DatabaseConfig::for_url(&setup.db.url)).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

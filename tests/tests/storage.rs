@@ -13,12 +13,7 @@ const LATEST_SCHEMA: i64 = 2;
 
 async fn store(kind: DbKind, dir: &std::path::Path) -> (TestDb, Store) {
     let db = TestDb::new(kind, dir).await;
-    let cfg = DatabaseConfig {
-        url: db.url.clone(),
-        max_connections: 8,
-        connect_timeout_secs: 5,
-        sqlite_synchronous: Default::default(),
-    };
+    let cfg = DatabaseConfig::for_url(&db.url);
     let store = Store::connect(&cfg).await.unwrap();
     (db, store)
 }
@@ -55,12 +50,7 @@ async fn migrations_are_idempotent_and_chain_starts_clean() {
         let (db, store) = store(kind, dir.path()).await;
         assert_eq!(store.schema_version().await.unwrap(), LATEST_SCHEMA, "{kind:?}");
         // Connecting again (a restart, or a second replica) applies nothing new.
-        let cfg = DatabaseConfig {
-            url: db.url.clone(),
-            max_connections: 2,
-            connect_timeout_secs: 5,
-            sqlite_synchronous: Default::default(),
-        };
+        let cfg = DatabaseConfig::for_url(&db.url);
         let again = Store::connect(&cfg).await.unwrap();
         assert_eq!(again.schema_version().await.unwrap(), LATEST_SCHEMA);
         let report = audit::verify_chain(&store).await.unwrap();
