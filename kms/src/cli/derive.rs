@@ -280,8 +280,19 @@ pub async fn run(opts: &ClientOptions, args: DeriveArgs) -> Result<DeriveReport,
     let file = File::open(&input).map_err(|source| ClientError::Read { what: "input", path: input.clone(), source })?;
     let show_progress =
         !args.no_progress && std::io::stderr().is_terminal() && !(output_is_stdout && std::io::stdout().is_terminal());
-    let total = if show_progress { count_cards(&input, format) } else { None };
-    let progress = progress_bar(show_progress, total);
+    let progress = progress_bar(show_progress);
+    if show_progress && std::fs::metadata(&input).is_ok_and(|m| m.is_file()) {
+        // why: counting is a pass over the whole file; done beside the run,
+        // the first cards need not wait for it. Only for regular files: a
+        // pipe read here would lose its cards.
+        let (bar, path) = (progress.clone(), input.clone());
+        std::thread::spawn(move || {
+            if let Some(n) = count_cards(&path, format) {
+                bar.set_length(n);
+                bar.set_style(progress_style(BAR_TEMPLATE));
+            }
+        });
+    }
     let reader = CardReader::new(file, format, input.clone())?;
 
     let mut client = KeyServiceClient::new(opts.connect().await?);
@@ -563,6 +574,7 @@ impl CardReader {
 
 /// Counts the cards of a file for the progress bar: one pass over its bytes
 /// (non-blank lines, less the CSV header). `None` if the file cannot be read.
+/// Only for regular files.
 fn count_cards(path: &Path, format: InputFormat) -> Option<u64> {
     let mut file = File::open(path).ok()?;
     let mut buf = vec![0u8; 64 * 1024];
@@ -592,28 +604,30 @@ fn count_cards(path: &Path, format: InputFormat) -> Option<u64> {
     })
 }
 
-fn progress_bar(show: bool, total: Option<u64>) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let (bar, template) = match total {
-        Some(n) => (
-            ProgressBar::with_draw_target(Some(n), ProgressDrawTarget::stderr()),
-            "{spinner} [{elapsed_precise}] [{bar:40}] {pos}/{len} cards, {rate}, eta {eta}",
-        ),
-        None => (
-            ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
-            "{spinner} [{elapsed_precise}] {pos} cards, {rate}",
-        ),
-    };
-    if let Ok(style) = ProgressStyle::with_template(template) {
-        let style = style
+/// Known total: a bar with the count and time left.
+const BAR_TEMPLATE: &str = "{spinner} [{elapsed_precise}] [{bar:40}] {pos}/{len} cards, {rate}, eta {eta}";
+/// Total not (yet) known: a spinner with the count and rate.
+const SPINNER_TEMPLATE: &str = "{spinner} [{elapsed_precise}] {pos} cards, {rate}";
+
+fn progress_style(template: &str) -> ProgressStyle {
+    match ProgressStyle::with_template(template) {
+        Ok(style) => style
             .with_key("rate", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
                 let _ = write!(w, "{:.0} cards/s", state.per_sec());
             })
-            .progress_chars("=> ");
-        bar.set_style(style);
+            .progress_chars("=> "),
+        Err(_) => ProgressStyle::default_spinner(),
     }
+}
+
+/// A spinner on standard error (it becomes a bar once the total is known),
+/// or nothing.
+fn progress_bar(show: bool) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    bar.set_style(progress_style(SPINNER_TEMPLATE));
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
 }
