@@ -187,26 +187,37 @@ impl Core {
                 Pending::Done(_) => None,
             })
             .collect();
-        let derived: Vec<(usize, Result<Vec<DerivedKey>, String>)> = if to_derive.is_empty() {
-            Vec::new()
-        } else {
+        // The chunk is split over the session pool so every session works,
+        // as a multi-threaded client of the module would.
+        let parts = self.hsm.pool_status().max.clamp(1, to_derive.len().max(1));
+        let per_part = to_derive.len().div_ceil(parts).max(1);
+        let mut tasks = tokio::task::JoinSet::new();
+        for part in to_derive.chunks(per_part) {
+            let part: Vec<(usize, Card)> = part.to_vec();
             let hsm = self.hsm.clone();
             let plan = batch.plan.clone();
-            self.hsm
-                .run("derive_batch_chunk", move |s| {
-                    let mut out = Vec::with_capacity(to_derive.len());
-                    for (i, card) in &to_derive {
-                        match derive_card(&hsm, s, &plan, card) {
+            tasks.spawn(async move {
+                let inner = hsm.clone();
+                hsm.run("derive_batch_chunk", move |s| {
+                    let mut out = Vec::with_capacity(part.len());
+                    for (i, card) in &part {
+                        match derive_card(&inner, s, &plan, card) {
                             Ok(keys) => out.push((*i, Ok(keys))),
-                            // A dead session fails the whole chunk so it is retried.
+                            // A dead session fails the whole part so it is retried.
                             Err(e) if e.session_is_dead() => return Err(e),
                             Err(e) => out.push((*i, Err(e.to_string()))),
                         }
                     }
                     Ok(out)
                 })
-                .await?
-        };
+                .await
+            });
+        }
+        let mut derived: Vec<(usize, Result<Vec<DerivedKey>, String>)> = Vec::with_capacity(to_derive.len());
+        while let Some(joined) = tasks.join_next().await {
+            let part = joined.map_err(|e| Error::Hsm(crate::hsm::HsmError::Worker(e.to_string())))??;
+            derived.extend(part);
+        }
         let mut results: Vec<Option<ItemResult>> = pending
             .into_iter()
             .map(|p| match p {
