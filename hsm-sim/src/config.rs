@@ -79,6 +79,9 @@ pub struct SlotConfig {
 pub struct FaultConfig {
     /// Milliseconds of sleep added to every call.
     pub latency_ms: u64,
+    /// If set, `latency_ms` applies only while this file exists (so a test
+    /// can slow the module down after start-up).
+    pub latency_file: Option<PathBuf>,
     /// Probability (0..=1) that a call to the named function fails.
     pub fail_rate: BTreeMap<String, f64>,
     /// Return value of a `fail_rate` failure (default `CKR_DEVICE_ERROR`).
@@ -169,6 +172,7 @@ impl FaultConfig {
             let num = |v: &str| v.parse::<u64>().map_err(|_| format!("{ENV_FAULTS}: {k}={v} is not a number"));
             match k {
                 "latency_ms" => self.latency_ms = num(v)?,
+                "latency_file" => self.latency_file = Some(PathBuf::from(v)),
                 "after_calls" => self.after_calls = num(v)?,
                 "seed" => self.seed = num(v)?,
                 "fail_rv" => self.fail_rv = Some(v.to_string()),

@@ -13,6 +13,7 @@ use crate::error::{Rv, rv_from_name};
 /// Runtime fault state of one module instance.
 pub(crate) struct Faults {
     latency: Option<Duration>,
+    latency_file: Option<PathBuf>,
     fail_rate: Vec<(String, f64)>,
     fail_rv: Rv,
     after_calls: u64,
@@ -42,6 +43,7 @@ impl Faults {
         };
         Ok(Self {
             latency: (cfg.latency_ms > 0).then(|| Duration::from_millis(cfg.latency_ms)),
+            latency_file: cfg.latency_file.clone(),
             fail_rate: cfg.fail_rate.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             fail_rv: parse_rv(&cfg.fail_rv, CKR_DEVICE_ERROR, "fail_rv")?,
             after_calls: cfg.after_calls,
@@ -62,7 +64,9 @@ impl Faults {
     /// `C_Initialize` and `C_Finalize`): sleeps, then decides whether the call
     /// fails and with which value.
     pub(crate) fn check(&self, function: &str) -> Result<(), Rv> {
-        if let Some(d) = self.latency {
+        if let Some(d) = self.latency
+            && self.latency_file.as_ref().is_none_or(|f| f.exists())
+        {
             std::thread::sleep(d);
         }
         let n = self.calls.fetch_add(1, Ordering::Relaxed) + 1;

@@ -75,3 +75,35 @@ async fn module_outage_fails_fast_and_recovers_without_a_restart() {
     assert!(http_get(server.ops_port, "/healthz").starts_with("HTTP/1.1 200"));
     assert!(http_get(server.ops_port, "/metrics").contains("kms_hsm_module_up 1"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_slower_than_the_request_timeout_is_cut_off() {
+    let mut setup = Setup::with_module(Module::HsmSim, DbKind::Sqlite).await;
+    let slow = setup.dir.path().join("slow");
+    // Every PKCS#11 call takes 700 ms while the file exists; a key creation
+    // needs several calls.
+    setup.token.hsm_sim_faults(&format!("latency_ms = 700\nlatency_file = {:?}\n", slow.display().to_string()));
+    let server = setup.start();
+    let config = setup.dir.path().join("kms.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replace("[server]\n", "[server]\nrequest_timeout_secs = 1\n");
+    std::fs::write(&config, text).unwrap();
+    drop(server);
+    let server = kms_tests::server::Server::spawn(&config, setup.dir.path());
+    let mut so = KeyServiceClient::new(setup.channel(&server, "security_officer").await);
+    let create = |name: &str| pb::CreateKeyRequest {
+        name: name.into(),
+        algorithm: pb::KeyAlgorithm::Aes128 as i32,
+        purpose: pb::KeyPurpose::TransportExport as i32,
+        kcv_method: String::new(),
+    };
+    so.create_key(create("partner/p/fast")).await.unwrap();
+    std::fs::write(&slow, b"").unwrap();
+    let started = Instant::now();
+    let err = so.create_key(create("partner/p/slow")).await.unwrap_err();
+    let waited = started.elapsed();
+    assert!(matches!(err.code(), Code::Cancelled | Code::DeadlineExceeded), "{err:?}");
+    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_millis(2500), "{waited:?}");
+    std::fs::remove_file(&slow).unwrap();
+    // The service carries on.
+    so.create_key(create("partner/p/after")).await.unwrap();
+}
