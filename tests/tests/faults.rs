@@ -78,7 +78,7 @@ async fn module_outage_fails_fast_and_recovers_without_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_slower_than_the_request_timeout_is_cut_off() {
-    let mut setup = Setup::with_module(Module::HsmSim, DbKind::Sqlite).await;
+    let setup = Setup::with_module(Module::HsmSim, DbKind::Sqlite).await;
     let slow = setup.dir.path().join("slow");
     // Every PKCS#11 call takes 700 ms while the file exists; a key creation
     // needs several calls.
