@@ -68,7 +68,13 @@ async fn env(kind: DbKind) -> Env {
 }
 
 async fn env_in(module: Module, kind: DbKind) -> Env {
-    let setup = Setup::with_module(module, kind).await;
+    env_with(module, kind, "").await
+}
+
+/// An environment whose server configuration gets `extra_config`.
+async fn env_with(module: Module, kind: DbKind, extra_config: &str) -> Env {
+    let mut setup = Setup::with_module(module, kind).await;
+    setup.extra_config = extra_config.to_owned();
     setup.token.seed(&[
         SeedKey {
             label: "ceremony/kek-import",
@@ -761,45 +767,9 @@ async fn gp_kdf3_matches_vectors_where_the_module_has_sp800_108() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_batch_is_cut_off_at_the_configured_limit() {
-    let setup = Setup::new(DbKind::Sqlite).await;
-    setup.token.seed(&[
-        SeedKey {
-            label: "ceremony/kek-import",
-            key_type: "AES",
-            value: &KEK_IMPORT,
-            wrap: false,
-            unwrap: true,
-            derive: false,
-        },
-        SeedKey {
-            label: "ceremony/kek-export",
-            key_type: "AES",
-            value: &KEK_EXPORT,
-            wrap: true,
-            unwrap: false,
-            derive: false,
-        },
-    ]);
-    let mut setup = setup;
-    setup.extra_config = "[derive]\nmax_batch_cards = 5\nbatch_chunk = 2\n".into();
-    let server = setup.start();
-    let mut so = KeyServiceClient::new(setup.channel(&server, "security_officer").await);
-    let mut partner = KeyServiceClient::new(setup.channel(&server, "issuance_partner").await);
-    for (name, label, purpose, kek) in [
-        ("city/3301/kek/import", "ceremony/kek-import", pb::KeyPurpose::TransportImport, KEK_IMPORT),
-        ("partner/factory-1/kek", "ceremony/kek-export", pb::KeyPurpose::TransportExport, KEK_EXPORT),
-    ] {
-        so.import_key(pb::ImportKeyRequest {
-            name: name.into(),
-            algorithm: pb::KeyAlgorithm::Aes128 as i32,
-            purpose: purpose as i32,
-            source: Some(pb::import_key_request::Source::HsmObjectLabel(label.into())),
-            expected_kcv: Some(pb::KeyCheckValue { method: "AES_ZERO".into(), value: aes_kcv(&kek) }),
-        })
-        .await
-        .unwrap();
-    }
-    import_mohurd(&mut so).await;
+    let mut e = env_with(Module::from_env(), DbKind::Sqlite, "[derive]\nmax_batch_cards = 5\nbatch_chunk = 2\n").await;
+    let (so, partner) = (&mut e.so, &mut e.partner);
+    import_mohurd(so).await;
     let mut msgs = vec![header("too-big")];
     msgs.extend((0..8u64).map(|i| card_msg(format!("{:016X}", 0x4567890123450000u64 + i))));
     let mut stream = partner.derive_card_keys_batch(tokio_stream::iter(msgs)).await.unwrap().into_inner();
