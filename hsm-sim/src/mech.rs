@@ -71,6 +71,7 @@ pub(crate) enum Mk {
     XorBaseAndData,
     XorBaseAndKey,
     AesAn10922Derive,
+    Des2An10922Derive,
     DesKeyGen,
     DesEcb,
     DesCbc,
@@ -210,7 +211,7 @@ const STD: &[(CK_MECHANISM_TYPE, Mk)] = &[
     (CKM_XOR_BASE_AND_DATA, Mk::XorBaseAndData),
 ];
 
-fn vendor_table(v: &VendorIds) -> [(CK_MECHANISM_TYPE, Mk); 15] {
+fn vendor_table(v: &VendorIds) -> [(CK_MECHANISM_TYPE, Mk); 16] {
     [
         (v.sm2_key_pair_gen, Mk::Sm2KeyPairGen),
         (v.sm2_sm3_sign, Mk::Sm2Sm3Sign),
@@ -226,6 +227,7 @@ fn vendor_table(v: &VendorIds) -> [(CK_MECHANISM_TYPE, Mk); 15] {
         (v.des3_retail_mac_enc_icv, Mk::Des3RetailMacEncIcv),
         (v.xor_base_and_key, Mk::XorBaseAndKey),
         (v.aes_an10922_derive, Mk::AesAn10922Derive),
+        (v.des2_an10922_derive, Mk::Des2An10922Derive),
         (v.des2_xor_halves, Mk::Des2XorHalves),
     ]
 }
@@ -255,7 +257,8 @@ pub(crate) fn layout(v: &VendorIds, ty: CK_MECHANISM_TYPE) -> Layout {
             | Mk::AesEcbEncryptData
             | Mk::Sm4EcbEncryptData
             | Mk::XorBaseAndData
-            | Mk::AesAn10922Derive,
+            | Mk::AesAn10922Derive
+            | Mk::Des2An10922Derive,
         ) => Layout::DeriveString,
         Some(Mk::Des3CbcEncryptData) => Layout::DesCbcDerive,
         Some(Mk::AesCbcEncryptData) => Layout::AesCbcDerive,
@@ -304,6 +307,7 @@ fn info_sw(k: Mk) -> (CK_ULONG, CK_ULONG, CK_FLAGS) {
         AesEcbEncryptData | AesCbcEncryptData => (16, 32, CKF_DERIVE),
         AesCmac | AesCmacGeneral => (16, 32, SV),
         AesAn10922Derive => (16, 16, CKF_DERIVE),
+        Des2An10922Derive => (16, 16, CKF_DERIVE),
         AesKeyWrap | AesKeyWrapPad => (16, 32, ED | WU),
         Sp800108Counter => (16, 32, CKF_DERIVE),
         Sm4KeyGen => (16, 16, CKF_GENERATE),

@@ -1478,6 +1478,27 @@ impl Module {
                 let len = self.new_key_len(&template, kt, out.len())?;
                 (kt, Zeroizing::new(out[..len].to_vec()))
             }
+            Mk::Des2An10922Derive => {
+                ops::check_key(mk, &base, false)?;
+                let Param::Data(msg) = &m.param else { return Err(CKR_MECHANISM_PARAM_INVALID) };
+                if base.value()?.len() != 16 {
+                    return Err(CKR_KEY_SIZE_RANGE);
+                }
+                if msg.is_empty() || msg.len() > 15 {
+                    return Err(CKR_MECHANISM_PARAM_INVALID);
+                }
+                let c = crate::sym::Block::new(crate::sym::Family::Tdes, base.value()?)?;
+                let mut d = Zeroizing::new(Vec::with_capacity(16));
+                d.push(0x21);
+                d.extend_from_slice(msg);
+                let mut out = Zeroizing::new(c.cmac_an10922(&d)?);
+                d[0] = 0x22;
+                out.extend_from_slice(&c.cmac_an10922(&d)?);
+                crate::sym::set_odd_parity(&mut out);
+                let kt = self.template_kt(&template, Some(Kt::Des2))?;
+                let len = self.new_key_len(&template, kt, out.len())?;
+                (kt, Zeroizing::new(out[..len].to_vec()))
+            }
             Mk::Sp800108Counter => {
                 let Param::Kdf(prf, data, extra) = &m.param else { return Err(CKR_MECHANISM_PARAM_INVALID) };
                 if *extra != 0 {

@@ -22,7 +22,7 @@ pub(crate) fn sym_family(mk: Mk) -> Option<Family> {
         | AesKeyWrap | AesKeyWrapPad | AesAn10922Derive => Some(Family::Aes),
         Sm4Ecb | Sm4Cbc | Sm4Mac | Sm4EcbEncryptData => Some(Family::Sm4),
         DesEcb | DesCbc | DesMac | DesMacGeneral => Some(Family::Des),
-        Des2XorHalves => Some(Family::Tdes),
+        Des2XorHalves | Des2An10922Derive => Some(Family::Tdes),
         _ => None,
     }
 }

@@ -66,6 +66,12 @@ pub const CKM_DES2_XOR_HALVES: CK_MECHANISM_TYPE = 0x8000_0501;
 /// padded last block takes the K2 subkey), so a short D differs from plain
 /// CMAC. Base: AES-128.
 pub const CKM_AES_AN10922_DERIVE: CK_MECHANISM_TYPE = 0x8000_0600;
+/// NXP AN10922 2K3DES key diversification as a derivation: new DES2 key =
+/// CMAC(base, 21 || M) || CMAC(base, 22 || M) with 3DES CMAC and the
+/// AN10922 padding rule (shorter than 16 bytes: padded to 16, K2 subkey),
+/// odd parity forced. The parameter (`CK_KEY_DERIVATION_STRING_DATA`) is M,
+/// 1..=15 bytes (UID || AID || system identifier). Base: DES2.
+pub const CKM_DES2_AN10922_DERIVE: CK_MECHANISM_TYPE = 0x8000_0601;
 
 /// The vendor numbers in force for one module instance.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -109,6 +115,9 @@ pub struct VendorIds {
     pub aes_an10922_derive: CK_MECHANISM_TYPE,
     /// See [`CKM_DES2_XOR_HALVES`].
     pub des2_xor_halves: CK_MECHANISM_TYPE,
+    /// See [`CKM_DES2_AN10922_DERIVE`] (alias `an10922_des2`, the service's name).
+    #[serde(alias = "an10922_des2")]
+    pub des2_an10922_derive: CK_MECHANISM_TYPE,
 }
 
 impl Default for VendorIds {
@@ -131,13 +140,14 @@ impl Default for VendorIds {
             xor_base_and_key: CKM_XOR_BASE_AND_KEY,
             aes_an10922_derive: CKM_AES_AN10922_DERIVE,
             des2_xor_halves: CKM_DES2_XOR_HALVES,
+            des2_an10922_derive: CKM_DES2_AN10922_DERIVE,
         }
     }
 }
 
 impl VendorIds {
     /// Every vendor mechanism number with its configuration key.
-    pub fn mechanisms(&self) -> [(&'static str, CK_MECHANISM_TYPE); 15] {
+    pub fn mechanisms(&self) -> [(&'static str, CK_MECHANISM_TYPE); 16] {
         [
             ("sm2_key_pair_gen", self.sm2_key_pair_gen),
             ("sm2_sm3_sign", self.sm2_sm3_sign),
@@ -154,6 +164,7 @@ impl VendorIds {
             ("xor_base_and_key", self.xor_base_and_key),
             ("aes_an10922_derive", self.aes_an10922_derive),
             ("des2_xor_halves", self.des2_xor_halves),
+            ("des2_an10922_derive", self.des2_an10922_derive),
         ]
     }
 

@@ -4,7 +4,7 @@
 use sha1::{Digest, Sha1};
 
 use crate::error::{Error, Result};
-use crate::profiles::{CardProfile, GpKey, Identifier};
+use crate::profiles::{CardProfile, GpKey, Identifier, Method};
 
 /// Identifiers as a request carries them (hex or decimal strings).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -94,8 +94,14 @@ impl Card {
                         d.extend_from_slice(&uid);
                         d.extend_from_slice(&aid);
                         d.extend_from_slice(&si);
-                        if d.len() > 32 {
-                            return Err(invalid("system_identifier", "uid, aid and system identifier exceed 31 bytes"));
+                        // why: AN10922 pads to two cipher blocks: 32 bytes for AES,
+                        // 16 for 2K3DES, one of which is the constant byte.
+                        let max = if profile.roles.iter().any(|r| r.method == Method::An10922Des2) { 16 } else { 32 };
+                        if d.len() > max {
+                            return Err(invalid(
+                                "system_identifier",
+                                format!("uid, aid and system identifier exceed {} bytes for this profile", max - 1),
+                            ));
                         }
                         card.an10922 = Some(d);
                     }
@@ -127,6 +133,12 @@ impl Card {
     /// AN10922 input `01 || UID || AID || system identifier`.
     pub fn an10922_input(&self) -> Option<&[u8]> {
         self.an10922.as_deref()
+    }
+
+    /// AN10922 diversification data M = `UID || AID || system identifier`
+    /// (without the constant byte).
+    pub fn an10922_message(&self) -> Option<&[u8]> {
+        self.an10922.as_deref().and_then(|d| d.get(1..))
     }
 }
 

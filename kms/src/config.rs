@@ -245,6 +245,8 @@ pub struct VendorMechanisms {
     pub retail_mac: Option<u64>,
     /// NXP AN10922 AES-128 diversification as a key derivation.
     pub an10922_aes128: Option<u64>,
+    /// NXP AN10922 2K3DES diversification as a key derivation.
+    pub an10922_des2: Option<u64>,
 }
 
 /// The metadata database.

@@ -153,7 +153,7 @@ fn is_hsm_sim(module: &Path) -> bool {
 pub const HSM_SIM_VENDOR: &str = "[hsm.vendor]\nsm4_key_gen = 0x80000107\nsm4_ecb = 0x80000108\nsm4_cbc = 0x80000109\n\
     sm4_mac = 0x8000010A\nsm4_ecb_encrypt_data = 0x8000010B\nsm3 = 0x80000301\nsm2_key_pair_gen = 0x80000200\n\
     sm2_sign = 0x80000201\nsm2_encrypt = 0x80000202\nsm4_key_type = 0x80000002\nkey_xor = 0x80000500\n\
-    retail_mac = 0x80000400\nan10922_aes128 = 0x80000600\n";
+    retail_mac = 0x80000400\nan10922_aes128 = 0x80000600\nan10922_des2 = 0x80000601\n";
 
 /// Step 1, before any thread exists: directories, the module's own
 /// configuration, and the environment it needs. Returns the layout.

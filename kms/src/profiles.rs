@@ -61,6 +61,8 @@ pub enum Method {
     GpKdf3,
     /// NXP AN10922 AES-128 diversification (UID || AID || system id).
     An10922Aes128,
+    /// NXP AN10922 2K3DES diversification (UID || AID || system id).
+    An10922Des2,
 }
 
 impl Method {
@@ -74,6 +76,7 @@ impl Method {
             "gp-visa2" => Method::GpVisa2,
             "gp-kdf3" => Method::GpKdf3,
             "an10922-aes128" => Method::An10922Aes128,
+            "an10922-2k3des" => Method::An10922Des2,
             _ => return None,
         })
     }
@@ -89,15 +92,19 @@ impl Method {
             Method::GpVisa2 => "gp-visa2",
             Method::GpKdf3 => "gp-kdf3",
             Method::An10922Aes128 => "an10922-aes128",
+            Method::An10922Des2 => "an10922-2k3des",
         }
     }
 
     /// Algorithm of the master key and of the derived key.
     pub fn algorithm(self) -> Algorithm {
         match self {
-            Method::Pboc3Des | Method::EmvOptionA | Method::EmvOptionB | Method::GpEmv | Method::GpVisa2 => {
-                Algorithm::Des2
-            }
+            Method::Pboc3Des
+            | Method::EmvOptionA
+            | Method::EmvOptionB
+            | Method::GpEmv
+            | Method::GpVisa2
+            | Method::An10922Des2 => Algorithm::Des2,
             Method::Sm4Jtt978 => Algorithm::Sm4,
             Method::An10922Aes128 | Method::GpKdf3 => Algorithm::Aes128,
         }
@@ -117,7 +124,7 @@ impl Method {
             Method::Pboc3Des | Method::Sm4Jtt978 => &[],
             Method::EmvOptionA | Method::EmvOptionB => &[Identifier::Pan],
             Method::GpEmv | Method::GpVisa2 | Method::GpKdf3 => &[Identifier::Kdd],
-            Method::An10922Aes128 => &[Identifier::Uid],
+            Method::An10922Aes128 | Method::An10922Des2 => &[Identifier::Uid],
         }
     }
 }
@@ -276,7 +283,7 @@ pub fn parse(path: &Path, text: &str) -> Result<CardProfile, ProfileError> {
             fail(
                 Some(r.method.span()),
                 format!(
-                    "role {role_name:?}: unknown method {:?} (pboc-3des, sm4-jtt978, emv-option-a, emv-option-b, gp-emv, gp-visa2, gp-kdf3, an10922-aes128)",
+                    "role {role_name:?}: unknown method {:?} (pboc-3des, sm4-jtt978, emv-option-a, emv-option-b, gp-emv, gp-visa2, gp-kdf3, an10922-aes128, an10922-2k3des)",
                     r.method.get_ref()
                 ),
             )

@@ -682,6 +682,26 @@ async fn hsm_sim_an10922_matches_vectors() {
             assert_eq!(k.master_key.clone().unwrap().version, i as u32 + 1);
         }
     }
+    // NXP AN10922 section 2.4.1 (via libfreefare): 2K3DES, M = UID || AID || "NXP A".
+    for role in ["app-master", "app-read"] {
+        import_master(&mut e.so, &format!("city/3301/desfire-legacy/{role}"), &h("00112233445566778899AABBCCDDEEFF"))
+            .await
+            .unwrap();
+    }
+    let card = |si: &str| pb::CardIdentifiers {
+        uid: "04782E21801D80".into(),
+        aid: "3042F5".into(),
+        system_identifier: si.into(),
+        ..Default::default()
+    };
+    let r = derive(&mut e.partner, "desfire-an10922-2k3des", card("4E58502041")).await.unwrap();
+    for k in &r.keys {
+        check_des_key(k, "16F9587D9E8910C96B9649D007107DD6");
+    }
+    // Inputs longer than 2K3DES allows are refused, naming the field.
+    let err = derive(&mut e.partner, "desfire-an10922-2k3des", card("4E585020416275")).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("card.system_identifier"), "{}", err.message());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -130,6 +130,7 @@ fn derive_capability(method: Method) -> &'static str {
         Method::Sm4Jtt978 => "sm4_ecb_encrypt_data",
         Method::An10922Aes128 => "an10922_aes128",
         Method::GpKdf3 => "sp800_108_counter_kdf",
+        Method::An10922Des2 => "an10922_des2",
     }
 }
 
@@ -189,9 +190,14 @@ fn derive_role(
                 .map_err(|e| HsmError::from_cryptoki(&caps.module, e))?;
             Ok(keys.keep(k))
         }
-        Method::An10922Aes128 => {
-            let d = card.an10922_input().ok_or_else(|| missing(role, "uid/aid"))?;
-            let number = caps.require("an10922_aes128")?;
+        Method::An10922Aes128 | Method::An10922Des2 => {
+            let (d, capability) = if role.method == Method::An10922Aes128 {
+                (card.an10922_input().ok_or_else(|| missing(role, "uid/aid"))?, "an10922_aes128")
+            } else {
+                // Card::parse keeps M within the 15 bytes 2K3DES allows.
+                (card.an10922_message().ok_or_else(|| missing(role, "uid/aid"))?, "an10922_des2")
+            };
+            let number = caps.require(capability)?;
             let params = cryptoki_sys::CK_KEY_DERIVATION_STRING_DATA {
                 pData: d.as_ptr() as *mut u8,
                 ulLen: d.len() as cryptoki_sys::CK_ULONG,

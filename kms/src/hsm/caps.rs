@@ -135,6 +135,7 @@ fn specs(v: &VendorMechanisms) -> Vec<Spec> {
         vendor("key_xor", v.key_xor, Derive),
         vendor("retail_mac", v.retail_mac, Sign),
         vendor("an10922_aes128", v.an10922_aes128, Derive),
+        vendor("an10922_des2", v.an10922_des2, Derive),
     ]
 }
 
