@@ -405,3 +405,22 @@ async fn silent_client_is_dropped_after_the_handshake_timeout() {
     );
     assert!(server.log_contains("TLS handshake timed out"), "{}", server.log_text());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_card_profile_refuses_to_start_naming_file_and_line() {
+    let setup = Setup::new(DbKind::Sqlite).await;
+    let profiles = setup.dir.path().join("profiles");
+    std::fs::create_dir_all(profiles.join("cards")).unwrap();
+    std::fs::write(
+        profiles.join("cards/city-card.toml"),
+        "name = \"city-card\"\n\n[[role]]\nname = \"dpk\"\nmaster_key = \"city/1/dpk\"\nmethod = \"pboc-4des\"\nfactors = [\"asn\"]\n",
+    )
+    .unwrap();
+    let config = setup.write_config();
+    let root = kms_tests::workspace_root().join("profiles");
+    let text =
+        std::fs::read_to_string(&config).unwrap().replace(&root.display().to_string(), &profiles.display().to_string());
+    std::fs::write(&config, text).unwrap();
+    let stderr = expect_startup_failure(&config);
+    assert!(stderr.contains("city-card.toml") && stderr.contains("line 6") && stderr.contains("pboc-4des"), "{stderr}");
+}
