@@ -184,8 +184,8 @@ pub fn prepare_layout(opts: &DevOptions) -> Result<DevLayout, DevError> {
     Ok(DevLayout { config: dir.join("kms.toml"), client_profile: dir.join("client.toml"), dir, module, module_env })
 }
 
-fn find_slot(ctx: &Pkcs11, label: &str) -> Result<Option<Slot>, HsmError> {
-    for slot in ctx.get_slots_with_token().map_err(|e| HsmError::from_cryptoki("", e))? {
+fn find_slot(ctx: &Pkcs11, module: &str, label: &str) -> Result<Option<Slot>, HsmError> {
+    for slot in ctx.get_slots_with_token().map_err(|e| HsmError::from_cryptoki(module, e))? {
         if let Ok(info) = ctx.get_token_info(slot)
             && info.token_initialized()
             && info.label().trim_end() == label
@@ -248,7 +248,7 @@ pub fn bootstrap(opts: &DevOptions, layout: &DevLayout) -> Result<(), DevError> 
         .map_err(|e| HsmError::from_cryptoki(&module, e))?;
     let so_pin_path = dir.join("so.pin");
     let user_pin_path = dir.join("user.pin");
-    let slot = match find_slot(&ctx, TOKEN_LABEL)? {
+    let slot = match find_slot(&ctx, &module, TOKEN_LABEL)? {
         Some(slot) => slot,
         None => {
             let so_pin = random_pin()?;
@@ -256,7 +256,7 @@ pub fn bootstrap(opts: &DevOptions, layout: &DevLayout) -> Result<(), DevError> 
             let slot = free_slot(&ctx, &module)?;
             ctx.init_token(slot, &so_pin, TOKEN_LABEL).map_err(|e| HsmError::from_cryptoki(&module, e))?;
             // why: SoftHSM gives an initialised token a new slot id.
-            let slot = find_slot(&ctx, TOKEN_LABEL)?.ok_or_else(|| {
+            let slot = find_slot(&ctx, &module, TOKEN_LABEL)?.ok_or_else(|| {
                 DevError::NoModule(format!("{module}: token {TOKEN_LABEL:?} vanished after C_InitToken"))
             })?;
             let so = ctx.open_rw_session(slot).map_err(|e| HsmError::from_cryptoki(&module, e))?;
@@ -284,7 +284,7 @@ pub fn bootstrap(opts: &DevOptions, layout: &DevLayout) -> Result<(), DevError> 
         Err(e) => return Err(HsmError::from_cryptoki(&module, e).into()),
     }
     ensure_ca_key(&session, &module)?;
-    let signer = HsmSigner::find(&session, CA_KEY_LABEL, TOKEN_LABEL)?;
+    let signer = HsmSigner::find(&session, &module, CA_KEY_LABEL, TOKEN_LABEL)?;
 
     let ca_pem = dir.join("ca.pem");
     if !ca_pem.is_file() {

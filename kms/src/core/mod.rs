@@ -144,7 +144,10 @@ impl Core {
         // now rather than whether it did at the last call.
         let module_error = self
             .hsm
-            .run("status_probe", |s| s.get_session_info().map(|_| ()).map_err(|e| HsmError::from_cryptoki("", e)))
+            .run("status_probe", {
+                let module = self.hsm.info().path.clone();
+                move |s| s.get_session_info().map(|_| ()).map_err(|e| HsmError::from_cryptoki(&module, e))
+            })
             .await
             .err()
             .map(|e| e.to_string());

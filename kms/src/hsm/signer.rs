@@ -35,8 +35,7 @@ pub fn ec_point_from_attribute(value: &[u8]) -> Option<Vec<u8>> {
 impl<'s> HsmSigner<'s> {
     /// Finds the key pair labelled `label` (private and public objects)
     /// and prepares to sign with it.
-    pub fn find(session: &'s Session, label: &str, token: &str) -> Result<HsmSigner<'s>, HsmError> {
-        let module = "";
+    pub fn find(session: &'s Session, module: &str, label: &str, token: &str) -> Result<HsmSigner<'s>, HsmError> {
         let find = |class| {
             session
                 .find_objects(&[Attribute::Class(class), Attribute::Label(label.as_bytes().to_vec())])
