@@ -136,3 +136,42 @@ async fn sessions_invalidated_by_the_module_are_recovered() {
         .unwrap();
     assert!(n.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_handle_is_checked_before_use() {
+    use cryptoki::mechanism::Mechanism;
+    use cryptoki::object::{Attribute, KeyType, ObjectClass};
+    let (_d, t) = token();
+    let hsm = open(&t, &t.pin).unwrap();
+    let make = |id: &'static [u8]| {
+        move |s: &cryptoki::session::Session| {
+            s.generate_key(
+                &Mechanism::AesKeyGen,
+                &[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::AES),
+                    Attribute::ValueLen(16.into()),
+                    Attribute::Token(true),
+                    Attribute::Id(id.to_vec()),
+                ],
+            )
+            .map_err(|e| HsmError::from_cryptoki("t", e))
+        }
+    };
+    hsm.run("gen", make(b"key-x")).await.unwrap();
+    let h2 = hsm.clone();
+    let first = hsm.run("lookup", move |s| h2.object(s, b"key-x")).await.unwrap();
+    // Another replica destroys the object (our cache is not told) and a new
+    // object appears.
+    hsm.run("destroy", move |s| s.destroy_object(first).map_err(|e| HsmError::from_cryptoki("t", e))).await.unwrap();
+    hsm.run("gen", make(b"key-y")).await.unwrap();
+    let h2 = hsm.clone();
+    let again = hsm.run("lookup", move |s| h2.object(s, b"key-x")).await;
+    assert!(
+        matches!(again, Err(HsmError::ObjectNotFound { .. })),
+        "stale handle returned: {:?}",
+        again.map(|h| h.handle())
+    );
+    let h2 = hsm.clone();
+    assert!(hsm.run("lookup", move |s| h2.object(s, b"key-y")).await.is_ok());
+}

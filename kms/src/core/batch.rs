@@ -13,7 +13,7 @@ use serde_json::json;
 use sqlx::Row;
 
 use super::Core;
-use super::derive::{DeriveRequest, DerivedKey, Plan, card_audit, derive_card, derive_event};
+use super::derive::{DeriveRequest, DerivedKey, Handles, Plan, card_audit, derive_card, derive_event};
 use crate::audit::{self, Outcome};
 use crate::authz::{self, Authorized};
 use crate::card::{Card, CardInput};
@@ -199,9 +199,10 @@ impl Core {
             tasks.spawn(async move {
                 let inner = hsm.clone();
                 hsm.run("derive_batch_chunk", move |s| {
+                    let handles = Handles::resolve(&inner, s, &plan)?;
                     let mut out = Vec::with_capacity(part.len());
                     for (i, card) in &part {
-                        match derive_card(&inner, s, &plan, card) {
+                        match derive_card(&inner, s, &plan, &handles, card) {
                             Ok(keys) => out.push((*i, Ok(keys))),
                             // A dead session fails the whole part so it is retried.
                             Err(e) if e.session_is_dead() => return Err(e),

@@ -212,15 +212,41 @@ fn derive_role(
     }
 }
 
+/// The plan's keys as object handles, looked up once per HSM call.
+pub struct Handles {
+    transport: ObjectHandle,
+    masters: Vec<ObjectHandle>,
+}
+
+impl Handles {
+    /// Looks up (and checks) the transport and master keys of `plan`.
+    pub fn resolve(hsm: &Hsm, session: &Session, plan: &Plan) -> Result<Handles, HsmError> {
+        Ok(Handles {
+            transport: hsm.object(session, &plan.transport.object_id_bytes())?,
+            masters: plan
+                .masters
+                .iter()
+                .map(|m| hsm.object(session, &m.object_id_bytes()))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
 /// Derives, checks and wraps every role of `plan` for `card`. Runs inside
-/// [`Hsm::run`].
-pub fn derive_card(hsm: &Hsm, session: &Session, plan: &Plan, card: &Card) -> Result<Vec<DerivedKey>, HsmError> {
+/// [`Hsm::run`], with `handles` resolved in the same call.
+pub fn derive_card(
+    hsm: &Hsm,
+    session: &Session,
+    plan: &Plan,
+    handles: &Handles,
+    card: &Card,
+) -> Result<Vec<DerivedKey>, HsmError> {
     let caps = hsm.capabilities();
-    let transport = hsm.object(session, &plan.transport.object_id_bytes())?;
+    let transport = handles.transport;
     let mut out = Vec::with_capacity(plan.profile.roles.len());
-    for (role, master) in plan.profile.roles.iter().zip(&plan.masters) {
+    for ((role, master), master_handle) in plan.profile.roles.iter().zip(&plan.masters).zip(&handles.masters) {
         let mut keys = SessionKeys { session, module: &caps.module, handles: Vec::new() };
-        let master_handle = hsm.object(session, &master.object_id_bytes())?;
+        let master_handle = *master_handle;
         let derived = derive_role(&mut keys, caps, master_handle, role, card)?;
         let alg = role.method.algorithm();
         let kcv: Kcv = keyops::kcv(session, caps, derived, kcv_method(role.method))?;
@@ -314,7 +340,13 @@ impl Core {
             let card = Card::parse(&input, &plan.profile)?;
             let hsm = self.hsm.clone();
             let plan2 = plan.clone();
-            let keys = self.hsm.run("derive_card", move |s| derive_card(&hsm, s, &plan2, &card)).await?;
+            let keys = self
+                .hsm
+                .run("derive_card", move |s| {
+                    let handles = Handles::resolve(&hsm, s, &plan2)?;
+                    derive_card(&hsm, s, &plan2, &handles, &card)
+                })
+                .await?;
             let mut details = plan.details();
             details["cards"] = json!(1);
             details["items"] = json!([card_audit(&input, &keys)]);

@@ -158,12 +158,22 @@ impl Hsm {
     }
 
     /// The handle of the secret key with CKA_ID `id`, from a cache filled
-    /// on first use. Call inside [`Hsm::run`]. The cache is emptied when a
-    /// session is reopened (handles may not survive a module restart) and
-    /// entries are dropped by [`Hsm::forget_handle`].
+    /// on first use. Call inside [`Hsm::run`]. A cached handle is used only
+    /// after its CKA_ID is read back and matches: another replica may have
+    /// destroyed the object, and modules may reuse handle numbers. The cache
+    /// is emptied when a session is reopened and entries are dropped by
+    /// [`Hsm::forget_handle`].
     pub fn object(&self, session: &Session, id: &[u8]) -> Result<cryptoki::object::ObjectHandle, HsmError> {
-        if let Some(h) = lock(&self.inner.handles).get(id) {
-            return Ok(*h);
+        let cached = lock(&self.inner.handles).get(id).copied();
+        if let Some(h) = cached {
+            let same = session
+                .get_attributes(h, &[cryptoki::object::AttributeType::Id])
+                .map(|a| matches!(a.first(), Some(cryptoki::object::Attribute::Id(v)) if v.as_slice() == id))
+                .unwrap_or(false);
+            if same {
+                return Ok(h);
+            }
+            self.forget_handle(id);
         }
         let h = keyops::find_by_id(session, &self.inner.info.path, id)?.ok_or_else(|| HsmError::ObjectNotFound {
             label: format!("CKA_ID {}", hex::encode(id)),
