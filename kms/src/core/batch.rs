@@ -61,6 +61,15 @@ pub fn check_batch_id(id: &str) -> Result<()> {
     }
 }
 
+/// A chunk derived but not yet recorded.
+#[derive(Debug)]
+pub struct PreparedChunk {
+    first_index: u64,
+    cards: Vec<CardInput>,
+    derived: Vec<(usize, Result<Vec<DerivedKey>, String>)>,
+    results: Vec<Option<ItemResult>>,
+}
+
 enum Pending {
     Done(ItemResult),
     Derive(Card),
@@ -135,7 +144,14 @@ impl Core {
         first_index: u64,
         cards: Vec<CardInput>,
     ) -> Result<Vec<ItemResult>> {
-        let p = proof.principal();
+        let prepared = self.prepare_chunk(batch, first_index, cards).await?;
+        self.commit_chunk(proof, batch, prepared).await
+    }
+
+    /// The first half of [`Core::process_chunk`]: replays what is recorded
+    /// and derives the rest in the HSM. Nothing is recorded or sent yet, so
+    /// it may run while the previous chunk commits.
+    pub async fn prepare_chunk(&self, batch: &Batch, first_index: u64, cards: Vec<CardInput>) -> Result<PreparedChunk> {
         let last_index = first_index + cards.len() as u64;
         let rows = sqlx::query(
             "SELECT idx, card, ok, result FROM derivation_items WHERE batch_id = $1 AND idx >= $2 AND idx < $3",
@@ -219,13 +235,27 @@ impl Core {
             let part = joined.map_err(|e| Error::Hsm(crate::hsm::HsmError::Worker(e.to_string())))??;
             derived.extend(part);
         }
-        let mut results: Vec<Option<ItemResult>> = pending
+        let results: Vec<Option<ItemResult>> = pending
             .into_iter()
             .map(|p| match p {
                 Pending::Done(r) => Some(r),
                 Pending::Derive(_) => None,
             })
             .collect();
+        Ok(PreparedChunk { first_index, cards, derived, results })
+    }
+
+    /// The second half of [`Core::process_chunk`]: records the chunk's items
+    /// and one audit record in one transaction; only then may its results
+    /// be sent.
+    pub async fn commit_chunk(
+        &self,
+        proof: &Authorized<authz::DeriveCardKeys>,
+        batch: &Batch,
+        prepared: PreparedChunk,
+    ) -> Result<Vec<ItemResult>> {
+        let p = proof.principal();
+        let PreparedChunk { first_index, cards, derived, mut results } = prepared;
         let mut tx = self.store.begin().await?;
         let mut audit_items = Vec::new();
         let now = now_ms();

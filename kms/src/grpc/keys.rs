@@ -447,19 +447,34 @@ impl KeyService for KeyApi {
     }
 }
 
+type ResultSender = mpsc::Sender<std::result::Result<pb::DeriveBatchResponse, Status>>;
+
+/// A chunk whose commit runs in the background: its first index and the
+/// task that records it and returns its results.
+struct InFlight {
+    first_index: u64,
+    commit: tokio::task::JoinHandle<Result<Vec<ItemResult>>>,
+}
+
 /// Reads cards, processes them chunk by chunk and sends results. Reading
-/// pauses while results wait to be sent, so memory stays flat.
+/// pauses while results wait to be sent, so memory stays flat (at most two
+/// chunks: one being derived, one being recorded).
+///
+/// Pipelined: chunk N is derived in the HSM while chunk N-1 is recorded;
+/// chunk N-1's results are sent only once its record is committed.
 async fn run_batch(
     core: Arc<Core>,
     proof: Authorized<authz::DeriveCardKeys>,
     batch: Batch,
     mut stream: Streaming<pb::DeriveBatchRequest>,
-    tx: mpsc::Sender<std::result::Result<pb::DeriveBatchResponse, Status>>,
+    tx: ResultSender,
     detail: bool,
 ) {
-    let chunk = core.derive_limits.batch_chunk;
-    let max = core.derive_limits.max_batch_cards;
+    let run = BatchRun { core, proof: Arc::new(proof), batch: Arc::new(batch), tx, detail };
+    let chunk = run.core.derive_limits.batch_chunk;
+    let max = run.core.derive_limits.max_batch_cards;
     let mut next_index = 0u64;
+    let mut in_flight: Option<InFlight> = None;
     let mut buffer: Vec<CardInput> = Vec::with_capacity(chunk);
     loop {
         let message = if buffer.is_empty() {
@@ -468,7 +483,7 @@ async fn run_batch(
             match tokio::time::timeout(Duration::from_millis(5), stream.message()).await {
                 Ok(m) => m,
                 Err(_) => {
-                    if !flush(&core, &proof, &batch, &mut next_index, &mut buffer, &tx, detail).await {
+                    if !run.flush(&mut next_index, &mut buffer, &mut in_flight).await {
                         return;
                     }
                     continue;
@@ -478,80 +493,125 @@ async fn run_batch(
         let card = match message {
             Ok(Some(pb::DeriveBatchRequest { item: Some(pb::derive_batch_request::Item::Card(c)) })) => c,
             Ok(Some(_)) => {
-                let _ = tx.send(Err(Status::invalid_argument("every message after the header must be a card"))).await;
+                run.finish(&mut in_flight).await;
+                let _ =
+                    run.tx.send(Err(Status::invalid_argument("every message after the header must be a card"))).await;
                 return;
             }
             Ok(None) => {
-                flush(&core, &proof, &batch, &mut next_index, &mut buffer, &tx, detail).await;
+                if run.flush(&mut next_index, &mut buffer, &mut in_flight).await {
+                    run.finish(&mut in_flight).await;
+                }
                 return;
             }
             Err(status) => {
-                tracing::info!(batch = %batch.id, %status, "batch stream ended by the client");
+                tracing::info!(batch = %run.batch.id, %status, "batch stream ended by the client");
+                run.finish(&mut in_flight).await;
                 return;
             }
         };
         if next_index + buffer.len() as u64 >= max {
-            flush(&core, &proof, &batch, &mut next_index, &mut buffer, &tx, detail).await;
-            let _ = tx
-                .send(Err(Status::invalid_argument(format!(
-                    "batch exceeds derive.max_batch_cards ({max}); cards after {max} were not read"
-                ))))
-                .await;
+            if run.flush(&mut next_index, &mut buffer, &mut in_flight).await && run.finish(&mut in_flight).await {
+                let _ = run
+                    .tx
+                    .send(Err(Status::invalid_argument(format!(
+                        "batch exceeds derive.max_batch_cards ({max}); cards after {max} were not read"
+                    ))))
+                    .await;
+            }
             return;
         }
         buffer.push(card_input(Some(card)).unwrap_or_default());
-        if buffer.len() >= chunk && !flush(&core, &proof, &batch, &mut next_index, &mut buffer, &tx, detail).await {
+        if buffer.len() >= chunk && !run.flush(&mut next_index, &mut buffer, &mut in_flight).await {
             return;
         }
     }
 }
 
-async fn flush(
-    core: &Core,
-    proof: &Authorized<authz::DeriveCardKeys>,
-    batch: &Batch,
-    next_index: &mut u64,
-    buffer: &mut Vec<CardInput>,
-    tx: &mpsc::Sender<std::result::Result<pb::DeriveBatchResponse, Status>>,
+struct BatchRun {
+    core: Arc<Core>,
+    proof: Arc<Authorized<authz::DeriveCardKeys>>,
+    batch: Arc<Batch>,
+    tx: ResultSender,
     detail: bool,
-) -> bool {
-    if buffer.is_empty() {
-        return true;
+}
+
+impl BatchRun {
+    fn error(&self, e: &Error) -> Status {
+        super::status::to_status(e, "KeyService/DeriveCardKeysBatch", self.detail)
     }
-    let cards = std::mem::take(buffer);
-    let n = cards.len() as u64;
-    match core.process_chunk(proof, batch, *next_index, cards).await {
-        Ok(results) => {
-            for (i, r) in results.into_iter().enumerate() {
-                let index = *next_index + i as u64;
-                let response = match r {
-                    ItemResult::Keys { keys, replayed } => pb::DeriveBatchResponse {
-                        index,
-                        replayed,
-                        result: Some(pb::derive_batch_response::Result::Keys(derived_to_pb(
-                            &keys,
-                            &batch.plan.transport,
-                        ))),
-                    },
-                    ItemResult::Failed { code, message, replayed } => pb::DeriveBatchResponse {
-                        index,
-                        replayed,
-                        result: Some(pb::derive_batch_response::Result::Error(pb::ItemError {
-                            code: code as i32,
-                            message,
-                        })),
-                    },
-                };
-                if tx.send(Ok(response)).await.is_err() {
-                    return false;
-                }
+
+    /// Derives the buffered cards while the previous chunk is recorded,
+    /// sends the previous chunk's results, then starts recording this one.
+    /// False when the stream must stop.
+    async fn flush(&self, next_index: &mut u64, buffer: &mut Vec<CardInput>, in_flight: &mut Option<InFlight>) -> bool {
+        if buffer.is_empty() {
+            return true;
+        }
+        let cards = std::mem::take(buffer);
+        let n = cards.len() as u64;
+        let prepared = self.core.prepare_chunk(&self.batch, *next_index, cards).await;
+        if !self.finish(in_flight).await {
+            return false;
+        }
+        let prepared = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = self.tx.send(Err(self.error(&e))).await;
+                return false;
             }
-            *next_index += n;
-            true
+        };
+        let (core, proof, batch) = (self.core.clone(), self.proof.clone(), self.batch.clone());
+        *in_flight = Some(InFlight {
+            first_index: *next_index,
+            commit: tokio::spawn(async move { core.commit_chunk(&proof, &batch, prepared).await }),
+        });
+        *next_index += n;
+        true
+    }
+
+    /// Waits for the chunk being recorded and sends its results. False when
+    /// the stream must stop.
+    async fn finish(&self, in_flight: &mut Option<InFlight>) -> bool {
+        let Some(InFlight { first_index, commit }) = in_flight.take() else {
+            return true;
+        };
+        let results = match commit.await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                let _ = self.tx.send(Err(self.error(&e))).await;
+                return false;
+            }
+            Err(join) => {
+                let e = Error::Hsm(crate::hsm::HsmError::Worker(join.to_string()));
+                let _ = self.tx.send(Err(self.error(&e))).await;
+                return false;
+            }
+        };
+        for (i, r) in results.into_iter().enumerate() {
+            let index = first_index + i as u64;
+            let response = match r {
+                ItemResult::Keys { keys, replayed } => pb::DeriveBatchResponse {
+                    index,
+                    replayed,
+                    result: Some(pb::derive_batch_response::Result::Keys(derived_to_pb(
+                        &keys,
+                        &self.batch.plan.transport,
+                    ))),
+                },
+                ItemResult::Failed { code, message, replayed } => pb::DeriveBatchResponse {
+                    index,
+                    replayed,
+                    result: Some(pb::derive_batch_response::Result::Error(pb::ItemError {
+                        code: code as i32,
+                        message,
+                    })),
+                },
+            };
+            if self.tx.send(Ok(response)).await.is_err() {
+                return false;
+            }
         }
-        Err(e) => {
-            let _ = tx.send(Err(super::status::to_status(&e, "KeyService/DeriveCardKeysBatch", detail))).await;
-            false
-        }
+        true
     }
 }
