@@ -259,6 +259,7 @@ impl Core {
         let mut tx = self.store.begin().await?;
         let mut audit_items = Vec::new();
         let now = now_ms();
+        let mut rows: Vec<(i64, String, i64, String)> = Vec::with_capacity(cards.len());
         for (offset, input) in cards.iter().enumerate() {
             let idx = first_index + offset as u64;
             let card_json = serde_json::to_string(input).unwrap_or_default();
@@ -286,15 +287,31 @@ impl Core {
                     _ => continue,
                 },
             };
-            sqlx::query("INSERT INTO derivation_items (batch_id, idx, card, ok, result, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
-                .bind(&batch.id)
-                .bind(idx as i64)
-                .bind(&card_json)
-                .bind(i64::from(ok))
-                .bind(&result_text)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            rows.push((idx as i64, card_json, i64::from(ok), result_text));
+        }
+        // One statement for the chunk's rows: per-row statements cost more
+        // than the derivations on a fast module.
+        if !rows.is_empty() {
+            let mut sql =
+                String::from("INSERT INTO derivation_items (batch_id, idx, card, ok, result, created_at) VALUES ");
+            for i in 0..rows.len() {
+                let b = i * 6;
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("(${}, ${}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6));
+            }
+            let mut q = sqlx::query(&sql);
+            for (idx, card_json, ok, result_text) in &rows {
+                q = q
+                    .bind(&batch.id)
+                    .bind(*idx)
+                    .bind(card_json.as_str())
+                    .bind(*ok)
+                    .bind(result_text.as_str())
+                    .bind(now);
+            }
+            q.execute(&mut *tx).await?;
         }
         if !audit_items.is_empty() {
             let mut details = batch.plan.details();
