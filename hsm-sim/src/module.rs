@@ -1208,17 +1208,7 @@ impl Module {
                 pubt.set(CKA_PUBLIC_EXPONENT, p.e.clone());
                 privt.set(CKA_MODULUS, p.n);
                 privt.set(CKA_PUBLIC_EXPONENT, p.e);
-                let [d, p1, p2, e1, e2, c] = p.private;
-                for (t, v) in [
-                    (CKA_PRIVATE_EXPONENT, d),
-                    (CKA_PRIME_1, p1),
-                    (CKA_PRIME_2, p2),
-                    (CKA_EXPONENT_1, e1),
-                    (CKA_EXPONENT_2, e2),
-                    (CKA_COEFFICIENT, c),
-                ] {
-                    privt.set(t, v.to_vec());
-                }
+                set_rsa_private(&mut privt, p.private);
                 Kt::Rsa
             }
             _ => return Err(CKR_MECHANISM_INVALID),
@@ -1388,17 +1378,7 @@ impl Module {
             crate::asym::Pkcs8Key::Rsa(p) => {
                 a.set(CKA_MODULUS, p.n);
                 a.set(CKA_PUBLIC_EXPONENT, p.e);
-                let [d, p1, p2, e1, e2, c] = p.private;
-                for (t, v) in [
-                    (CKA_PRIVATE_EXPONENT, d),
-                    (CKA_PRIME_1, p1),
-                    (CKA_PRIME_2, p2),
-                    (CKA_EXPONENT_1, e1),
-                    (CKA_EXPONENT_2, e2),
-                    (CKA_COEFFICIENT, c),
-                ] {
-                    a.set(t, v.to_vec());
-                }
+                set_rsa_private(&mut a, p.private);
                 Kt::Rsa
             }
         };
@@ -1622,5 +1602,17 @@ impl Which {
             Which::Sign => &mut o.sign,
             Which::Verify => &mut o.verify,
         }
+    }
+}
+
+/// The attributes of an RSA private key's secret components, in the order
+/// `RsaParts::private` holds them.
+const RSA_PRIVATE_ATTRS: [CK_ATTRIBUTE_TYPE; 6] =
+    [CKA_PRIVATE_EXPONENT, CKA_PRIME_1, CKA_PRIME_2, CKA_EXPONENT_1, CKA_EXPONENT_2, CKA_COEFFICIENT];
+
+/// Puts an RSA key's secret components into a private-key template.
+fn set_rsa_private(t: &mut Attrs, private: [Zeroizing<Vec<u8>>; 6]) {
+    for (a, v) in RSA_PRIVATE_ATTRS.into_iter().zip(private) {
+        t.set(a, v.to_vec());
     }
 }
