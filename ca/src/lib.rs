@@ -10,11 +10,13 @@
 
 mod ecdsa;
 mod error;
+mod keytype;
 mod signer;
 mod tls;
 
 pub use ecdsa::ecdsa_raw_to_der;
 pub use error::CaError;
+pub use keytype::{KeyType, UnknownKeyType};
 pub use signer::{KeyAlgorithm, Signer};
 pub use tls::{
     ClientIdentity, IssuedCertificate, ROLE_URI_PREFIX, TENANT_URI_PREFIX, check_identifier, dev_root,

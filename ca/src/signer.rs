@@ -11,6 +11,8 @@ pub enum KeyAlgorithm {
     EcdsaP256Sha256,
     /// ECDSA on P-384 with SHA-384.
     EcdsaP384Sha384,
+    /// RSA PKCS#1 v1.5 with SHA-256 (`sha256WithRSAEncryption`).
+    RsaPkcs1Sha256,
 }
 
 impl KeyAlgorithm {
@@ -18,6 +20,7 @@ impl KeyAlgorithm {
         match self {
             KeyAlgorithm::EcdsaP256Sha256 => &rcgen::PKCS_ECDSA_P256_SHA256,
             KeyAlgorithm::EcdsaP384Sha384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+            KeyAlgorithm::RsaPkcs1Sha256 => &rcgen::PKCS_RSA_SHA256,
         }
     }
 }
@@ -29,10 +32,12 @@ pub trait Signer {
     /// The signature algorithm.
     fn algorithm(&self) -> KeyAlgorithm;
     /// The public key as it appears in SubjectPublicKeyInfo's BIT STRING
-    /// (for EC keys, the uncompressed point `04 || X || Y`).
+    /// (for EC keys, the uncompressed point `04 || X || Y`; for RSA, the
+    /// DER `RSAPublicKey` of PKCS#1).
     fn public_key(&self) -> &[u8];
     /// Signs `message` and returns the raw signature: for ECDSA, `r || s`
-    /// as PKCS#11 produces it (the CA does the DER encoding).
+    /// as PKCS#11 produces it (the CA does the DER encoding); for RSA, the
+    /// PKCS#1 v1.5 signature block.
     fn sign_raw(&self, message: &[u8]) -> Result<Vec<u8>, CaError>;
 }
 
@@ -56,6 +61,7 @@ impl<S: Signer + ?Sized> rcgen::SigningKey for RcgenSigner<'_, S> {
             KeyAlgorithm::EcdsaP256Sha256 | KeyAlgorithm::EcdsaP384Sha384 => {
                 ecdsa_raw_to_der(&raw).map_err(|_| rcgen::Error::RemoteKeyError)
             }
+            KeyAlgorithm::RsaPkcs1Sha256 => Ok(raw),
         }
     }
 }
