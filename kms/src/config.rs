@@ -74,6 +74,56 @@ pub struct Config {
     /// Derivation limits.
     #[serde(default)]
     pub derive: DeriveConfig,
+    /// The certificate authority.
+    #[serde(default)]
+    pub ca: CaConfig,
+}
+
+/// The certificate authority: profiles, CRLs, enrollment and escrow.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaConfig {
+    /// Directory of certificate profiles (`<name>.toml`).
+    pub profiles_dir: PathBuf,
+    /// Base URL under which CRLs are published (`<base>/<issuer>.crl`), put
+    /// into every issued certificate's CRL distribution point. Usually the
+    /// ops listener's `/crl` as relying parties reach it. Unset: no CRL
+    /// distribution point.
+    pub crl_base_url: Option<String>,
+    /// A CRL's validity (nextUpdate - thisUpdate), in hours.
+    pub crl_validity_hours: u64,
+    /// How often the background task checks whether a CRL needs
+    /// republishing (it does when less than half its validity is left).
+    pub crl_check_secs: u64,
+    /// Lifetime of an enrollment token when the request names none.
+    pub token_default_ttl_secs: u64,
+    /// Longest lifetime an enrollment token may be given.
+    pub token_max_ttl_secs: u64,
+    /// PEM files of external CAs (for example the ministry's reader CA)
+    /// whose certificates may authorize a reader's enrollment.
+    pub external_trust_anchors: Vec<PathBuf>,
+    /// Catalogue key (AES, purpose `escrow`) under which service-generated
+    /// encryption private keys are kept wrapped; dual certificates are
+    /// refused while it is unset.
+    pub escrow_key: Option<String>,
+    /// Largest CSR accepted, in bytes.
+    pub max_csr_bytes: usize,
+}
+
+impl Default for CaConfig {
+    fn default() -> Self {
+        CaConfig {
+            profiles_dir: PathBuf::from("policies/certificates"),
+            crl_base_url: None,
+            crl_validity_hours: 24,
+            crl_check_secs: 300,
+            token_default_ttl_secs: 24 * 3600,
+            token_max_ttl_secs: 30 * 24 * 3600,
+            external_trust_anchors: Vec::new(),
+            escrow_key: None,
+            max_csr_bytes: 16 * 1024,
+        }
+    }
 }
 
 /// Where card profiles live.
@@ -450,6 +500,19 @@ impl Config {
         range("hsm.recovery.down_retry_ms", self.hsm.recovery.down_retry_ms, 1, 600_000)?;
         range("derive.max_batch_cards", self.derive.max_batch_cards, 1, 100_000_000)?;
         range("derive.batch_chunk", self.derive.batch_chunk as u64, 1, 1024)?;
+        range("ca.crl_validity_hours", self.ca.crl_validity_hours, 1, 24 * 366)?;
+        range("ca.crl_check_secs", self.ca.crl_check_secs, 1, 86_400)?;
+        range("ca.token_max_ttl_secs", self.ca.token_max_ttl_secs, 60, 366 * 86_400)?;
+        range("ca.token_default_ttl_secs", self.ca.token_default_ttl_secs, 60, self.ca.token_max_ttl_secs)?;
+        range("ca.max_csr_bytes", self.ca.max_csr_bytes as u64, 256, 64 * 1024)?;
+        if let Some(url) = &self.ca.crl_base_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid {
+                field: "ca.crl_base_url",
+                reason: format!("{url:?} must be an http:// or https:// URL"),
+            });
+        }
         range("database.max_connections", u64::from(self.database.max_connections), 1, 1000)?;
         range("database.connect_timeout_secs", self.database.connect_timeout_secs, 1, 300)?;
         if self.hsm.token_label.is_empty() || self.hsm.token_label.len() > 32 {

@@ -72,6 +72,7 @@ macro_rules! string_enum {
         }
     };
 }
+pub(crate) use string_enum;
 
 string_enum!(
     /// Symmetric key algorithms.
@@ -129,8 +130,23 @@ string_enum!(
         TransportImport => "transport_import",
         /// MAC computation (CKA_SIGN, CKA_VERIFY).
         Mac => "mac",
+        /// Keeps copies of service-generated private keys wrapped for
+        /// recovery under dual control (CKA_WRAP, CKA_UNWRAP; AES only).
+        Escrow => "escrow",
     }
 );
+
+impl Purpose {
+    /// Checks that a key of `algorithm` may serve this purpose: escrow keys
+    /// are AES, because they keep private keys wrapped with AES key wrap
+    /// with padding (RFC 5649).
+    pub fn check_algorithm(self, algorithm: Algorithm) -> Result<()> {
+        if self == Purpose::Escrow && algorithm.family() != "AES" {
+            return Err(invalid("algorithm", format!("an escrow key must be AES, not {algorithm}")));
+        }
+        Ok(())
+    }
+}
 
 string_enum!(
     /// Life-cycle state of a key version.

@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod authz;
 pub mod card;
+pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod core;

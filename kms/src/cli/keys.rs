@@ -65,6 +65,8 @@ pub enum Purpose {
     TransportImport,
     /// A MAC key.
     Mac,
+    /// An escrow key (AES) keeping copies of service-generated private keys.
+    Escrow,
 }
 
 impl Purpose {
@@ -74,6 +76,7 @@ impl Purpose {
             Purpose::TransportExport => pb::KeyPurpose::TransportExport,
             Purpose::TransportImport => pb::KeyPurpose::TransportImport,
             Purpose::Mac => pb::KeyPurpose::Mac,
+            Purpose::Escrow => pb::KeyPurpose::Escrow,
         }
     }
 }
@@ -84,6 +87,7 @@ fn purpose_name(v: i32) -> String {
         Ok(pb::KeyPurpose::TransportExport) => "transport-export".into(),
         Ok(pb::KeyPurpose::TransportImport) => "transport-import".into(),
         Ok(pb::KeyPurpose::Mac) => "mac".into(),
+        Ok(pb::KeyPurpose::Escrow) => "escrow".into(),
         Ok(pb::KeyPurpose::Unspecified) | Err(_) => format!("unknown({v})"),
     }
 }

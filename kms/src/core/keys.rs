@@ -271,6 +271,7 @@ impl Core {
     pub async fn create_key(&self, proof: &Authorized<authz::CreateKey>, cmd: CreateKey) -> Result<KeyRecord> {
         let p = proof.principal();
         let result = async {
+            cmd.purpose.check_algorithm(cmd.algorithm)?;
             if self.next_version(&cmd.name).await? != 1 {
                 return Err(Error::AlreadyExists {
                     what: format!("key {} (use RotateKey or ImportKey for a new version)", cmd.name),
@@ -334,6 +335,7 @@ impl Core {
     async fn import_inner(&self, p: &Principal, action: &str, cmd: ImportKey) -> Result<KeyRecord> {
         let (method, expected) = cmd.expected_kcv.clone();
         KcvMethod::parse_for("expected_kcv.method", method.as_str(), cmd.algorithm)?;
+        cmd.purpose.check_algorithm(cmd.algorithm)?;
         let version = self.next_version(&cmd.name).await?;
         let label = object_label(&cmd.name, version);
         let id = random_id()?;

@@ -67,8 +67,9 @@ fn purpose(field: &str, v: i32, optional: bool) -> Result<Option<Purpose>> {
         Ok(pb::KeyPurpose::TransportExport) => Ok(Some(Purpose::TransportExport)),
         Ok(pb::KeyPurpose::TransportImport) => Ok(Some(Purpose::TransportImport)),
         Ok(pb::KeyPurpose::Mac) => Ok(Some(Purpose::Mac)),
+        Ok(pb::KeyPurpose::Escrow) => Ok(Some(Purpose::Escrow)),
         Ok(pb::KeyPurpose::Unspecified) if optional => Ok(None),
-        _ => Err(invalid(field, "must be DERIVATION_MASTER, TRANSPORT_EXPORT, TRANSPORT_IMPORT or MAC")),
+        _ => Err(invalid(field, "must be DERIVATION_MASTER, TRANSPORT_EXPORT, TRANSPORT_IMPORT, MAC or ESCROW")),
     }
 }
 
@@ -78,6 +79,7 @@ fn purpose_to_pb(p: Purpose) -> pb::KeyPurpose {
         Purpose::TransportExport => pb::KeyPurpose::TransportExport,
         Purpose::TransportImport => pb::KeyPurpose::TransportImport,
         Purpose::Mac => pb::KeyPurpose::Mac,
+        Purpose::Escrow => pb::KeyPurpose::Escrow,
     }
 }
 

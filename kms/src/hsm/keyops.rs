@@ -106,6 +106,7 @@ fn usage(purpose: Purpose) -> [Attribute; 6] {
         Purpose::TransportExport => (false, true, false, false),
         Purpose::TransportImport => (false, false, true, false),
         Purpose::Mac => (false, false, false, true),
+        Purpose::Escrow => (false, true, true, false),
     };
     [
         Attribute::Encrypt(true),
