@@ -94,6 +94,31 @@ actions! {
     ListCardProfiles => "keys.ListCardProfiles",
     /// `KeyService.DeriveCardKeys` and `DeriveCardKeysBatch`.
     DeriveCardKeys => "keys.DeriveCardKeys",
+    /// `CertificateService.CreateIssuer`.
+    CreateIssuer => "certs.CreateIssuer",
+    /// `CertificateService.ActivateIssuer`.
+    ActivateIssuer => "certs.ActivateIssuer",
+    /// `CertificateService.RetireIssuer`.
+    RetireIssuer => "certs.RetireIssuer",
+    /// `CertificateService.ListIssuers`.
+    ListIssuers => "certs.ListIssuers",
+    /// `CertificateService.ListCertificateProfiles`.
+    ListCertificateProfiles => "certs.ListCertificateProfiles",
+    /// `CertificateService.CreateEnrollmentToken`, once per profile the token names.
+    CreateEnrollmentToken => "certs.CreateEnrollmentToken",
+    /// `CertificateService.EnrollReader`, by the principal an enrollment
+    /// token or external certificate stands for.
+    EnrollReader => "certs.EnrollReader",
+    /// `CertificateService.RenewCertificate` of the caller's own certificate.
+    RenewCertificate => "certs.RenewCertificate",
+    /// `CertificateService.IssueServerCertificate`.
+    IssueCertificate => "certs.IssueCertificate",
+    /// `CertificateService.RevokeCertificate`.
+    RevokeCertificate => "certs.RevokeCertificate",
+    /// `CertificateService.GetCertificate` and `ListCertificates`.
+    ReadCertificates => "certs.ReadCertificates",
+    /// `CertificateService.GetCaChain` and `GetCrl`: public material.
+    GetCaMaterial => "certs.GetCaMaterial",
 }
 
 /// What an action is taken on.
@@ -105,6 +130,10 @@ pub enum Resource {
     Key(String),
     /// A card profile, by name.
     CardProfile(String),
+    /// An issuing CA, by name.
+    Issuer(String),
+    /// A certificate profile, by name.
+    CertProfile(String),
 }
 
 impl Resource {
@@ -113,6 +142,8 @@ impl Resource {
             Resource::Service(name) => uid("Kms::Service", name),
             Resource::Key(name) => uid("Kms::Key", name),
             Resource::CardProfile(name) => uid("Kms::CardProfile", name),
+            Resource::Issuer(name) => uid("Kms::Issuer", name),
+            Resource::CertProfile(name) => uid("Kms::CertificateProfile", name),
         }
     }
 
@@ -120,7 +151,10 @@ impl Resource {
         let uid = self.uid()?;
         match self {
             Resource::Service(_) => Ok(Entity::new_no_attrs(uid, HashSet::new())),
-            Resource::Key(name) | Resource::CardProfile(name) => {
+            Resource::Key(name)
+            | Resource::CardProfile(name)
+            | Resource::Issuer(name)
+            | Resource::CertProfile(name) => {
                 let attrs = HashMap::from([("name".to_owned(), RestrictedExpression::new_string(name.clone()))]);
                 Entity::new(uid, attrs, HashSet::new()).map_err(|e| e.to_string())
             }
@@ -134,6 +168,8 @@ impl std::fmt::Display for Resource {
             Resource::Service(name) => write!(f, "Kms::Service::{name:?}"),
             Resource::Key(name) => write!(f, "Kms::Key::{name:?}"),
             Resource::CardProfile(name) => write!(f, "Kms::CardProfile::{name:?}"),
+            Resource::Issuer(name) => write!(f, "Kms::Issuer::{name:?}"),
+            Resource::CertProfile(name) => write!(f, "Kms::CertificateProfile::{name:?}"),
         }
     }
 }
@@ -303,5 +339,56 @@ impl PolicyEngine {
             }
             Decision::Deny => Err(deny(format!("no policy permits role {:?}", principal.role))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped() -> PolicyEngine {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+        match PolicyEngine::load(&dir) {
+            Ok(e) => e,
+            Err(e) => unreachable!("shipped policies must load: {e}"),
+        }
+    }
+
+    fn who(role: &str) -> Principal {
+        Principal {
+            name: format!("{role}-1"),
+            role: role.into(),
+            tenant: "3301".into(),
+            certificate_serial: "01".into(),
+        }
+    }
+
+    fn allowed<A: Action>(e: &PolicyEngine, role: &str, r: Resource) -> bool {
+        e.authorize::<A>(&who(role), &r).is_ok()
+    }
+
+    #[test]
+    fn shipped_certificate_policies_decide_as_documented() {
+        let e = shipped();
+        let profile = |n: &str| Resource::CertProfile(n.into());
+        let issuer = || Resource::Issuer("city-3301".into());
+        assert!(allowed::<CreateIssuer>(&e, "security_officer", issuer()));
+        assert!(!allowed::<CreateIssuer>(&e, "operator", issuer()));
+        assert!(allowed::<CreateEnrollmentToken>(&e, "operator", profile("reader-sign")));
+        assert!(!allowed::<CreateEnrollmentToken>(&e, "operator", profile("client-tls")));
+        assert!(!allowed::<CreateEnrollmentToken>(&e, "issuance_partner", profile("reader-sign")));
+        assert!(allowed::<EnrollReader>(&e, "enrollee", profile("reader-encrypt")));
+        assert!(!allowed::<EnrollReader>(&e, "enrollee", profile("server-tls")));
+        assert!(!allowed::<EnrollReader>(&e, "operator", profile("reader-sign")));
+        assert!(allowed::<IssueCertificate>(&e, "operator", profile("client-tls")));
+        assert!(!allowed::<IssueCertificate>(&e, "operator", profile("sub-ca")));
+        assert!(allowed::<IssueCertificate>(&e, "security_officer", profile("sub-ca")));
+        assert!(!allowed::<IssueCertificate>(&e, "enrollee", profile("server-tls")));
+        assert!(allowed::<RevokeCertificate>(&e, "operator", issuer()));
+        assert!(!allowed::<RevokeCertificate>(&e, "auditor", issuer()));
+        assert!(allowed::<ReadCertificates>(&e, "auditor", issuer()));
+        assert!(!allowed::<ReadCertificates>(&e, "reader", issuer()));
+        assert!(allowed::<GetCaMaterial>(&e, "reader", issuer()));
+        assert!(allowed::<RenewCertificate>(&e, "reader", profile("reader-sign")));
     }
 }
