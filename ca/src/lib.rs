@@ -15,13 +15,15 @@
 //! 4. [`issue_certificate`] signs it with the issuing CA ([`Issuer`]).
 //!
 //! Around that: the issuing CA's own CSR and certificate check
-//! ([`issuer_csr`], [`check_issuer_certificate`]) and CRLs ([`build_crl`]).
-//! [`dev_root`], [`issue_server_tls`] and [`issue_client_tls`] serve the
-//! service's development mode.
+//! ([`issuer_csr`], [`check_issuer_certificate`]), CRLs ([`build_crl`]),
+//! and CMS EnvelopedData for returning a generated private key to a reader
+//! ([`enveloped_data`]). [`dev_root`], [`issue_server_tls`] and
+//! [`issue_client_tls`] serve the service's development mode.
 
 #![forbid(unsafe_code)]
 
 mod approve;
+mod cms;
 mod crl;
 mod csr;
 mod der;
@@ -36,6 +38,7 @@ mod tls;
 mod usage;
 
 pub use approve::{Approval, CLOCK_SKEW, IssueContext, RejectReason, Rejection, approve, approve_generated};
+pub use cms::{AesWrap, ContentEncryption, KeyEncryption, RecipientId, ecc_cms_shared_info, enveloped_data};
 pub use crl::{RevocationReason, RevokedEntry, UnknownRevocationReason, build_crl};
 pub use csr::{Csr, CsrError, MAX_CSR_SIZE, NameEntry, PublicKey, RequestedExtension, RequestedValue, parse_csr};
 pub use ecdsa::ecdsa_raw_to_der;
