@@ -386,7 +386,15 @@ impl Ctx<'_> {
     /// Turns a TOML or serde error into a ProfileError, finding the field
     /// from the message or from the key on the error's line.
     fn toml_err(&self, e: &toml::de::Error) -> ProfileError {
-        let message = e.message().trim().to_owned();
+        // why: toml's messages can span lines ("invalid string\nexpected ...")
+        // and are empty for some syntax errors (a control character).
+        let message = e.message().trim().lines().map(str::trim).collect::<Vec<_>>().join("; ");
+        let message = if message.is_empty() {
+            let column = e.span().map(|s| self.column(s.start)).unwrap_or(0);
+            format!("TOML syntax error at column {column} (control characters are not allowed)")
+        } else {
+            message
+        };
         let quoted = ["unknown field `", "missing field `", "duplicate key `"].iter().find_map(|prefix| {
             let start = message.find(prefix)? + prefix.len();
             let len = message[start..].find('`')?;
@@ -401,6 +409,12 @@ impl Ctx<'_> {
             _ => field,
         };
         ProfileError { file: self.file.to_owned(), line, field, reason: message }
+    }
+
+    fn column(&self, offset: usize) -> usize {
+        let offset = offset.min(self.text.len());
+        let start = self.text.get(..offset).and_then(|t| t.rfind('\n')).map(|i| i + 1).unwrap_or(0);
+        self.text.get(start..offset).map(|t| t.chars().count()).unwrap_or(0) + 1
     }
 
     fn line_text(&self, offset: usize) -> &str {
@@ -912,6 +926,14 @@ max = 4
         let bad_role = format!("{GOOD}\n[identity]\nroles = [\"Admin\"]\ntenant = \"required\"\n");
         let e = err(&bad_role);
         assert_eq!((e.field.as_str(), e.line), ("identity.roles", 20), "{e}");
+
+        let control = GOOD.replace("description = \"test\"", "# a\u{1c}b\ndescription = \"test\"");
+        let e = err(&control);
+        assert_eq!(e.line, 1, "{e}");
+        assert!(e.reason.contains("column 4"), "{e}");
+        let two_lines = GOOD.replace("kind = \"end-entity\"", "kind = end");
+        let e = err(&two_lines);
+        assert!(!e.reason.contains('\n') && e.reason.contains("; "), "{e}");
 
         let missing = GOOD.replace("max_validity_days = 365\n", "");
         let e = err(&missing);
