@@ -16,6 +16,21 @@ pub enum KeyAlgorithm {
 }
 
 impl KeyAlgorithm {
+    /// The DER `AlgorithmIdentifier` of signatures made with this algorithm
+    /// (RFC 5758 §3.2 for ECDSA: no parameters; RFC 4055 §5 for RSA: NULL).
+    pub fn signature_algorithm_der(self) -> &'static [u8] {
+        match self {
+            // ecdsa-with-SHA256 1.2.840.10045.4.3.2
+            KeyAlgorithm::EcdsaP256Sha256 => &[0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02],
+            // ecdsa-with-SHA384 1.2.840.10045.4.3.3
+            KeyAlgorithm::EcdsaP384Sha384 => &[0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03],
+            // sha256WithRSAEncryption 1.2.840.113549.1.1.11, NULL
+            KeyAlgorithm::RsaPkcs1Sha256 => {
+                &[0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b, 0x05, 0x00]
+            }
+        }
+    }
+
     fn rcgen(self) -> &'static rcgen::SignatureAlgorithm {
         match self {
             KeyAlgorithm::EcdsaP256Sha256 => &rcgen::PKCS_ECDSA_P256_SHA256,
@@ -39,6 +54,16 @@ pub trait Signer {
     /// as PKCS#11 produces it (the CA does the DER encoding); for RSA, the
     /// PKCS#1 v1.5 signature block.
     fn sign_raw(&self, message: &[u8]) -> Result<Vec<u8>, CaError>;
+}
+
+/// Signs `message` and returns the signature as X.509 and CMS carry it
+/// (DER `Ecdsa-Sig-Value` for ECDSA).
+pub(crate) fn sign_x509(signer: &(impl Signer + ?Sized), message: &[u8]) -> Result<Vec<u8>, CaError> {
+    let raw = signer.sign_raw(message)?;
+    match signer.algorithm() {
+        KeyAlgorithm::EcdsaP256Sha256 | KeyAlgorithm::EcdsaP384Sha384 => ecdsa_raw_to_der(&raw),
+        KeyAlgorithm::RsaPkcs1Sha256 => Ok(raw),
+    }
 }
 
 /// Adapts a [`Signer`] to rcgen's signing traits.

@@ -1,6 +1,9 @@
-//! Certificates for the service's own TLS: a development root, server
-//! certificates, and client certificates that carry the caller's role and
-//! tenant.
+//! Certificates for the service's own TLS in development mode: a
+//! development root, server certificates, and client certificates that
+//! carry the caller's role and tenant. (Production issuance goes through
+//! profiles: [`approve`](crate::approve) and
+//! [`issue_certificate`](crate::issue_certificate) with the `server-tls`
+//! and `client-tls` profiles.)
 //!
 //! The role and tenant are URI subject alternative names
 //! (`urn:kms:role:<role>`, `urn:kms:tenant:<tenant>`). They are always set
@@ -13,6 +16,7 @@ use rcgen::{
 use rustls_pki_types::CertificateDer;
 use time::{Duration, OffsetDateTime};
 
+use crate::issue::{IssuedCertificate, new_serial};
 use crate::signer::RcgenSigner;
 use crate::{CaError, Signer};
 
@@ -20,15 +24,6 @@ use crate::{CaError, Signer};
 pub const ROLE_URI_PREFIX: &str = "urn:kms:role:";
 /// Prefix of the URI SAN that carries a principal's tenant.
 pub const TENANT_URI_PREFIX: &str = "urn:kms:tenant:";
-
-/// A certificate the CA issued.
-#[derive(Debug, Clone)]
-pub struct IssuedCertificate {
-    /// DER encoding.
-    pub der: Vec<u8>,
-    /// PEM encoding.
-    pub pem: String,
-}
 
 /// Who a client certificate speaks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,15 +52,6 @@ pub fn check_identifier(field: &'static str, value: &str) -> Result<(), CaError>
     }
 }
 
-fn random_serial() -> Result<SerialNumber, CaError> {
-    let mut bytes = [0u8; 16];
-    getrandom::getrandom(&mut bytes).map_err(|e| CaError::Signing(format!("random serial: {e}")))?;
-    // why: RFC 5280 §4.1.2.2 serials are positive; clear the top bit.
-    bytes[0] &= 0x7f;
-    bytes[0] |= 0x01;
-    Ok(SerialNumber::from_slice(&bytes))
-}
-
 fn base_params(common_name: &str, validity: Duration) -> Result<CertificateParams, CaError> {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
@@ -75,13 +61,13 @@ fn base_params(common_name: &str, validity: Duration) -> Result<CertificateParam
     // why: tolerate modest clock skew between the CA and relying parties.
     params.not_before = now - Duration::minutes(5);
     params.not_after = now + validity;
-    params.serial_number = Some(random_serial()?);
+    params.serial_number = Some(SerialNumber::from_slice(&new_serial()?));
     params.use_authority_key_identifier_extension = true;
     Ok(params)
 }
 
-fn finish(cert: rcgen::Certificate) -> IssuedCertificate {
-    IssuedCertificate { der: cert.der().to_vec(), pem: cert.pem() }
+fn finish(cert: rcgen::Certificate) -> Result<IssuedCertificate, CaError> {
+    IssuedCertificate::from_der(cert.der().to_vec())
 }
 
 /// Makes a self-signed root for a development instance, signed by `signer`.
@@ -90,7 +76,7 @@ pub fn dev_root(signer: &dyn Signer, common_name: &str, validity: Duration) -> R
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     params.use_authority_key_identifier_extension = false;
-    Ok(finish(params.self_signed(&RcgenSigner(signer))?))
+    finish(params.self_signed(&RcgenSigner(signer))?)
 }
 
 fn issue(
@@ -102,7 +88,7 @@ fn issue(
     params.is_ca = IsCa::ExplicitNoCa;
     let issuer = Issuer::from_ca_cert_der(&CertificateDer::from(issuer_der), RcgenSigner(signer))
         .map_err(|e| CaError::Issuer(e.to_string()))?;
-    Ok(finish(params.signed_by(subject_key, &issuer)?))
+    finish(params.signed_by(subject_key, &issuer)?)
 }
 
 /// Issues a TLS server certificate for `names` (DNS names or IP addresses).

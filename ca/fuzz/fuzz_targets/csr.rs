@@ -1,0 +1,6 @@
+//! Fuzz target: CSR parsing, approval and issuance (see `src/lib.rs`).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    kms_ca_fuzz::csr(data);
+});
