@@ -49,7 +49,7 @@ pub(crate) fn x509_time(t: OffsetDateTime) -> Vec<u8> {
 }
 
 /// PEM text (RFC 7468): base64 in 64-character lines.
-pub(crate) fn pem(label: &str, der: &[u8]) -> String {
+pub fn pem(label: &str, der: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut b64 = Vec::with_capacity(der.len().div_ceil(3) * 4);
     for chunk in der.chunks(3) {

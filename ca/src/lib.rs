@@ -29,6 +29,7 @@ mod csr;
 mod der;
 mod ecdsa;
 mod error;
+mod external;
 mod issue;
 mod keytype;
 mod names;
@@ -41,8 +42,10 @@ pub use approve::{Approval, CLOCK_SKEW, IssueContext, RejectReason, Rejection, a
 pub use cms::{AesWrap, ContentEncryption, KeyEncryption, RecipientId, ecc_cms_shared_info, enveloped_data};
 pub use crl::{RevocationReason, RevokedEntry, UnknownRevocationReason, build_crl};
 pub use csr::{Csr, CsrError, MAX_CSR_SIZE, NameEntry, PublicKey, RequestedExtension, RequestedValue, parse_csr};
+pub use der::pem;
 pub use ecdsa::ecdsa_raw_to_der;
 pub use error::CaError;
+pub use external::{ExternalIdentity, MAX_EXTERNAL_CHAIN, verify_external};
 pub use issue::{
     IssuedCertificate, Issuer, IssuerInfo, check_issuer_certificate, check_issuer_certificate_at, issue_certificate,
     issuer_csr, make_root, new_serial, sign_subordinate,
