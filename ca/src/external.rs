@@ -37,7 +37,7 @@ fn bad(reason: impl Into<String>) -> CaError {
 
 fn parse<'a>(der: &'a [u8], what: &str) -> Result<X509Certificate<'a>, CaError> {
     match X509Certificate::from_der(der) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(([], cert)) => Ok(cert),
         Ok(_) => Err(bad(format!("{what}: trailing bytes after the certificate"))),
         Err(e) => Err(bad(format!("{what}: not an X.509 certificate: {e}"))),
     }
@@ -187,7 +187,14 @@ mod tests {
         let p = pki();
         let csr = b"the CSR bytes";
         let sig = sign(&p.leaf_key, csr);
-        let id = verify_external(&[p.anchor.clone()], &[p.leaf.clone()], csr, &sig, OffsetDateTime::now_utc()).unwrap();
+        let id = verify_external(
+            std::slice::from_ref(&p.anchor),
+            std::slice::from_ref(&p.leaf),
+            csr,
+            &sig,
+            OffsetDateTime::now_utc(),
+        )
+        .unwrap();
         assert_eq!(id.reader_serial, "R3301000777");
     }
 
@@ -200,13 +207,28 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         let err = |r: Result<ExternalIdentity, CaError>| r.unwrap_err().to_string();
         assert!(
-            err(verify_external(&[p.anchor.clone()], &[p.leaf.clone()], b"other bytes", &sig, now))
-                .contains("does not verify")
+            err(verify_external(
+                std::slice::from_ref(&p.anchor),
+                std::slice::from_ref(&p.leaf),
+                b"other bytes",
+                &sig,
+                now
+            ))
+            .contains("does not verify")
         );
-        assert!(err(verify_external(&[other.anchor.clone()], &[p.leaf.clone()], csr, &sig, now)).contains("trusted"));
-        assert!(err(verify_external(&[p.anchor.clone()], &[p.expired.clone()], csr, &sig, now)).contains("expired"));
-        assert!(err(verify_external(&[], &[p.leaf.clone()], csr, &sig, now)).contains("anchors"));
-        assert!(err(verify_external(&[p.anchor.clone()], &[], csr, &sig, now)).contains("leaf first"));
-        assert!(err(verify_external(&[p.anchor.clone()], &[b"junk".to_vec()], csr, &sig, now)).contains("X.509"));
+        assert!(
+            err(verify_external(std::slice::from_ref(&other.anchor), std::slice::from_ref(&p.leaf), csr, &sig, now))
+                .contains("trusted")
+        );
+        assert!(
+            err(verify_external(std::slice::from_ref(&p.anchor), std::slice::from_ref(&p.expired), csr, &sig, now))
+                .contains("expired")
+        );
+        assert!(err(verify_external(&[], std::slice::from_ref(&p.leaf), csr, &sig, now)).contains("anchors"));
+        assert!(err(verify_external(std::slice::from_ref(&p.anchor), &[], csr, &sig, now)).contains("leaf first"));
+        assert!(
+            err(verify_external(std::slice::from_ref(&p.anchor), &[b"junk".to_vec()], csr, &sig, now))
+                .contains("X.509")
+        );
     }
 }
