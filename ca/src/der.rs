@@ -34,18 +34,36 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 /// An X.509 `Time` TLV (RFC 5280 §4.1.2.5): UTCTime for the years 1950 to
 /// 2049, GeneralizedTime otherwise, always in UTC with whole seconds.
 pub(crate) fn x509_time(t: OffsetDateTime) -> Vec<u8> {
+    let mut buf = [0u8; 17];
+    let len = x509_time_into(t, &mut buf);
+    buf[..len].to_vec()
+}
+
+/// [`x509_time`] into a buffer, without allocating (CRLs write one per
+/// entry); returns the length used.
+pub(crate) fn x509_time_into(t: OffsetDateTime, buf: &mut [u8; 17]) -> usize {
     let t = t.to_offset(UtcOffset::UTC);
-    let (year, month, day) = (t.year(), u8::from(t.month()), t.day());
-    let (h, m, s) = (t.hour(), t.minute(), t.second());
-    let (tag, text) = if (1950..2050).contains(&year) {
-        (0x17, format!("{:02}{month:02}{day:02}{h:02}{m:02}{s:02}Z", year % 100))
-    } else {
-        (0x18, format!("{:04}{month:02}{day:02}{h:02}{m:02}{s:02}Z", year.clamp(0, 9999)))
-    };
-    let mut out = vec![tag];
-    push_length(&mut out, text.len());
-    out.extend_from_slice(text.as_bytes());
-    out
+    let year = t.year().clamp(0, 9999) as u32;
+    let mut fields = [0u32; 7];
+    let utc = (1950..2050).contains(&year);
+    let (tag, text_len, first) = if utc { (0x17, 13, 1) } else { (0x18, 15, 0) };
+    fields[0] = year / 100;
+    fields[1] = year % 100;
+    fields[2] = u32::from(u8::from(t.month()));
+    fields[3] = u32::from(t.day());
+    fields[4] = u32::from(t.hour());
+    fields[5] = u32::from(t.minute());
+    fields[6] = u32::from(t.second());
+    buf[0] = tag;
+    buf[1] = text_len as u8;
+    let mut at = 2;
+    for value in &fields[first..] {
+        buf[at] = b'0' + (value / 10) as u8;
+        buf[at + 1] = b'0' + (value % 10) as u8;
+        at += 2;
+    }
+    buf[at] = b'Z';
+    at + 1
 }
 
 /// PEM text (RFC 7468): base64 in 64-character lines.
