@@ -95,7 +95,7 @@ Examples:
   openssl cms -decrypt -inform DER -in reader/encryption-key.p7m -inkey signing.key \\
       -recip reader/signing.crt -out encryption-key.der
 
-With a ministry certificate instead of a token (sign the CSR's DER bytes):
+With a ministry certificate instead of a token (sign the CSR's DER bytes; -sha384 for a P-384 key):
   openssl req -in reader.csr -outform DER -out reader.csr.der
   openssl dgst -sha256 -sign ministry.key -out reader.csr.sig reader.csr.der
   kms certs enroll --endpoint https://kms.city.example:7443 --ca kms-ca.pem --csr reader.csr.der \\
@@ -670,7 +670,8 @@ pub struct EnrollArgs {
     #[arg(long, value_name = "FILE", requires = "external_signature")]
     pub external_cert: Option<PathBuf>,
     /// Signature over the CSR's DER bytes with the external certificate's key
-    /// (ECDSA: DER Ecdsa-Sig-Value; RSA: PKCS#1 v1.5 SHA-256), as a binary file.
+    /// (ECDSA: DER Ecdsa-Sig-Value with the curve's hash; RSA: PKCS#1 v1.5
+    /// SHA-256), as a binary file, e.g. from openssl dgst -sha256 -sign.
     #[arg(long, value_name = "FILE", requires = "external_cert")]
     pub external_signature: Option<PathBuf>,
     /// Also issue an encryption certificate; the service generates its key
