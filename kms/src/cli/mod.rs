@@ -1,8 +1,10 @@
 //! The operator's client side of `kms`: connecting over mTLS, the
 //! commands that print the service's state (`kms status`, `kms whoami`,
-//! `kms capabilities`), the key catalogue ([`keys`]: `kms keys ...`) and
-//! card-key derivation ([`derive`]: `kms derive`).
+//! `kms capabilities`), the key catalogue ([`keys`]: `kms keys ...`),
+//! card-key derivation ([`derive`]: `kms derive`) and the certificate
+//! authority ([`certs`]: `kms certs ...`).
 
+pub mod certs;
 pub mod derive;
 pub mod keys;
 
