@@ -786,6 +786,7 @@ fn hsm_sim_envelopes_open_with_openssl() {
             (KeyType::EcP384, KeyType::EcP384),
             (KeyType::EcP256, KeyType::EcP256),
             (KeyType::Rsa2048, KeyType::Rsa3072),
+            (KeyType::Sm2, KeyType::Rsa2048),
         ];
         for (enc_type, reader_type) in cases {
             let (reader_pem, reader) = reader_key(dir.path(), reader_type);
@@ -803,7 +804,10 @@ fn hsm_sim_envelopes_open_with_openssl() {
             }
             assert_eq!(e.encrypted_content.len() % 16, 0);
             open_with_openssl(dir.path(), &reader_pem, &e);
-            escrow_copy_is_the_same_key(&hsm, dir.path(), escrow, &e).await;
+            // (An SM2 key would need the vendor SM2 signature to be checked.)
+            if enc_type != KeyType::Sm2 {
+                escrow_copy_is_the_same_key(&hsm, dir.path(), escrow, &e).await;
+            }
             assert_eq!(session_objects(&hsm).await, 0, "{enc_type} for a {reader_type} reader left session objects");
         }
         // Two envelopes never share a key or an IV.

@@ -486,7 +486,7 @@ fn probe_pki(session: &Session, module: &str, caps: &Capabilities) -> (Vec<Capab
     ];
     // An AES-256 key to be wrapped (the CEK of an envelope).
     let cek = session
-        .generate_key(&Mechanism::AesKeyGen, &pki::aes256_template(true, true))
+        .generate_key(&Mechanism::AesKeyGen, &pki::aes256_template(true))
         .map_err(describe)
         .map(|k| objects.keep(k));
 
@@ -528,7 +528,7 @@ fn probe_pki(session: &Session, module: &str, caps: &Capabilities) -> (Vec<Capab
             let point = pki::read_public_key(session, module, *p).map_err(|e| e.to_string())?.raw;
             let params = Ecdh1DeriveParams::new(EcKdf::sha256(shared_info), &point);
             let kek = session
-                .derive_key(&Mechanism::Ecdh1Derive(params), *k, &pki::aes256_template(false, true))
+                .derive_key(&Mechanism::Ecdh1Derive(params), *k, &pki::aes256_template(false))
                 .map_err(describe)?;
             objects.keep(kek);
             session.wrap_key(&Mechanism::AesKeyWrap, kek, cek).map(|_| ()).map_err(describe)
@@ -595,7 +595,7 @@ fn probe_pki(session: &Session, module: &str, caps: &Capabilities) -> (Vec<Capab
     }
 
     let kek = session
-        .generate_key(&Mechanism::AesKeyGen, &pki::aes256_template(false, true))
+        .generate_key(&Mechanism::AesKeyGen, &pki::aes256_template(false))
         .map_err(describe)
         .map(|k| objects.keep(k));
     for (label, target) in wrap_targets {

@@ -500,7 +500,7 @@ pub fn envelope_new_key_pair(
     let enc_public = read_public_key(session, module, enc_pub)?;
 
     // The content-encryption key.
-    let cek = objects.keep(session.generate_key(&Mechanism::AesKeyGen, &aes256_template(true, true)).map_err(&fail)?);
+    let cek = objects.keep(session.generate_key(&Mechanism::AesKeyGen, &aes256_template(true)).map_err(&fail)?);
 
     // encryptedContent: PKCS#8 under the CEK, AES-256-CBC, random IV.
     let mut content_iv = [0u8; 16];
@@ -554,7 +554,7 @@ pub fn envelope_new_key_pair(
             let params = Ecdh1DeriveParams::new(EcKdf::sha256(shared_info), point);
             let kek = objects.keep(
                 session
-                    .derive_key(&Mechanism::Ecdh1Derive(params), eph_priv, &aes256_template(false, true))
+                    .derive_key(&Mechanism::Ecdh1Derive(params), eph_priv, &aes256_template(false))
                     .map_err(&fail)?,
             );
             let encrypted_key = wrap_key(module, session, &Mechanism::AesKeyWrap, kek, cek)?;
@@ -582,9 +582,10 @@ pub(crate) fn oaep_sha1() -> Mechanism<'static> {
     Mechanism::RsaPkcsOaep(PkcsOaepParams::new(MechanismType::SHA1, PkcsMgfType::MGF1_SHA1, PkcsOaepSource::empty()))
 }
 
-/// An AES-256 session key: sensitive, able to wrap; `extractable` so that
-/// it can itself be wrapped (the CEK), not for a KEK.
-pub(crate) fn aes256_template(extractable: bool, wrap: bool) -> Vec<Attribute> {
+/// An AES-256 session key that wraps: sensitive; `extractable` (and able
+/// to encrypt) for the CEK, which is itself wrapped for the reader; neither
+/// for a KEK, which only wraps the CEK.
+pub(crate) fn aes256_template(extractable: bool) -> Vec<Attribute> {
     vec![
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::KeyType(CkKeyType::AES),
@@ -593,8 +594,8 @@ pub(crate) fn aes256_template(extractable: bool, wrap: bool) -> Vec<Attribute> {
         Attribute::Private(true),
         Attribute::Sensitive(true),
         Attribute::Extractable(extractable),
-        Attribute::Wrap(wrap),
-        Attribute::Encrypt(wrap),
+        Attribute::Wrap(true),
+        Attribute::Encrypt(extractable),
         Attribute::Decrypt(false),
         Attribute::Unwrap(false),
         Attribute::Derive(false),
