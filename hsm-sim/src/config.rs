@@ -86,6 +86,10 @@ pub struct FaultConfig {
     pub fail_rate: BTreeMap<String, f64>,
     /// Return value of a `fail_rate` failure (default `CKR_DEVICE_ERROR`).
     pub fail_rv: Option<String>,
+    /// If set, `fail_rate` applies only while this file exists (so a test
+    /// can make one function fail after start-up, e.g. in the middle of a
+    /// multi-step operation, while every other function keeps working).
+    pub fail_rate_file: Option<PathBuf>,
     /// After this many calls, every further call fails (0 = off).
     pub after_calls: u64,
     /// Return value once `after_calls` is reached (default `CKR_DEVICE_REMOVED`).
@@ -176,6 +180,7 @@ impl FaultConfig {
                 "after_calls" => self.after_calls = num(v)?,
                 "seed" => self.seed = num(v)?,
                 "fail_rv" => self.fail_rv = Some(v.to_string()),
+                "fail_rate_file" => self.fail_rate_file = Some(PathBuf::from(v)),
                 "after_calls_rv" => self.after_calls_rv = Some(v.to_string()),
                 "while_file" => self.while_file = Some(PathBuf::from(v)),
                 "while_file_rv" => self.while_file_rv = Some(v.to_string()),

@@ -16,6 +16,7 @@ pub(crate) struct Faults {
     latency_file: Option<PathBuf>,
     fail_rate: Vec<(String, f64)>,
     fail_rv: Rv,
+    fail_rate_file: Option<PathBuf>,
     after_calls: u64,
     after_calls_rv: Rv,
     while_file: Option<PathBuf>,
@@ -46,6 +47,7 @@ impl Faults {
             latency_file: cfg.latency_file.clone(),
             fail_rate: cfg.fail_rate.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             fail_rv: parse_rv(&cfg.fail_rv, CKR_DEVICE_ERROR, "fail_rv")?,
+            fail_rate_file: cfg.fail_rate_file.clone(),
             after_calls: cfg.after_calls,
             after_calls_rv: parse_rv(&cfg.after_calls_rv, CKR_DEVICE_REMOVED, "after_calls_rv")?,
             while_file: cfg.while_file.clone(),
@@ -78,7 +80,9 @@ impl Faults {
         {
             return Err(self.while_file_rv);
         }
-        if let Some((_, rate)) = self.fail_rate.iter().find(|(k, _)| k == function || k == "*") {
+        if let Some((_, rate)) = self.fail_rate.iter().find(|(k, _)| k == function || k == "*")
+            && self.fail_rate_file.as_ref().is_none_or(|f| f.exists())
+        {
             let x = {
                 let mut s = self.rng.lock().map_err(|_| CKR_DEVICE_ERROR)?;
                 // xorshift64*: a reproducible stream for a given seed.

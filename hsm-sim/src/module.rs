@@ -1533,17 +1533,35 @@ impl Module {
             Mk::Ecdh1Derive => {
                 ops::check_key(mk, &base, true)?;
                 let Param::Ecdh(kdf, shared, public) = &m.param else { return Err(CKR_MECHANISM_PARAM_INVALID) };
-                if *kdf != CKD_NULL || !shared.is_empty() {
+                let hash = crate::asym::x963_hash(*kdf)?;
+                if hash.is_none() && !shared.is_empty() {
                     return Err(CKR_MECHANISM_PARAM_INVALID);
                 }
                 let curve = base.curve()?;
                 let peer = crate::asym::raw_point(curve, public).map_err(|_| CKR_MECHANISM_PARAM_INVALID)?;
-                let z = crate::asym::ecdh(curve, base.value()?, &peer)?;
                 let kt = self.template_kt(&template, Some(Kt::Generic))?;
-                let len = self.new_key_len(&template, kt, z.len())?;
-                // why: PKCS#11 §2.3.x — with CKD_NULL a shorter key takes the
-                // leading bytes of Z.
-                (kt, Zeroizing::new(z[..len].to_vec()))
+                match hash {
+                    None => {
+                        let z = crate::asym::ecdh(curve, base.value()?, &peer)?;
+                        let len = self.new_key_len(&template, kt, z.len())?;
+                        // why: PKCS#11 §2.3.x — with CKD_NULL a shorter key takes the
+                        // leading bytes of Z.
+                        (kt, Zeroizing::new(z[..len].to_vec()))
+                    }
+                    Some(hash) => {
+                        // why: with a KDF the key length is the template's
+                        // (CKA_VALUE_LEN or the key type's fixed length), not Z's.
+                        let len = match (kt.fixed_len(), template.ulong_opt(CKA_VALUE_LEN)?) {
+                            (Some(f), Some(l)) if l as usize != f => return Err(CKR_TEMPLATE_INCONSISTENT),
+                            (Some(f), _) => f,
+                            (None, Some(l)) => usize::try_from(l).map_err(|_| CKR_KEY_SIZE_RANGE)?,
+                            (None, None) => return Err(CKR_TEMPLATE_INCOMPLETE),
+                        };
+                        kt.check_value_len(len)?;
+                        let z = crate::asym::ecdh(curve, base.value()?, &peer)?;
+                        (kt, crate::asym::x963_kdf(hash, &z, shared, len)?)
+                    }
+                }
             }
             _ => return Err(CKR_MECHANISM_INVALID),
         };

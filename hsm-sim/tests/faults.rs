@@ -91,6 +91,29 @@ fn fault_injection() {
     assert!(results.iter().any(|x| *x) && results.iter().any(|x| !*x));
     drop((s, _p, _d));
 
+    // 4b. A rate that applies only while a file exists: C_WrapKey fails
+    //     while it is there, every other function keeps working.
+    let flaky = tempfile::NamedTempFile::new().unwrap().into_temp_path();
+    let flaky_path = flaky.to_path_buf();
+    flaky.close().unwrap();
+    let (_d, _p, s) = start(
+        &format!(
+            "fail_rate = {{ C_WrapKey = 1.0 }}\nfail_rv = \"CKR_FUNCTION_FAILED\"\nfail_rate_file = \"{}\"\n",
+            flaky_path.display()
+        ),
+        None,
+    );
+    let kek = s.generate_key(&Mechanism::AesKeyGen, &[Attribute::ValueLen(16.into()), Attribute::Wrap(true)]).unwrap();
+    let k =
+        s.generate_key(&Mechanism::AesKeyGen, &[Attribute::ValueLen(16.into()), Attribute::Extractable(true)]).unwrap();
+    s.wrap_key(&Mechanism::AesKeyWrap, kek, k).unwrap();
+    std::fs::write(&flaky_path, b"").unwrap();
+    assert_eq!(rv(s.wrap_key(&Mechanism::AesKeyWrap, kek, k)), RvError::FunctionFailed);
+    s.encrypt(&Mechanism::AesEcb, k, &[0; 16]).unwrap();
+    std::fs::remove_file(&flaky_path).unwrap();
+    s.wrap_key(&Mechanism::AesKeyWrap, kek, k).unwrap();
+    drop((s, _p, _d));
+
     // 5. Latency.
     let (_d, _p, s) = start("latency_ms = 30\n", None);
     let t = std::time::Instant::now();

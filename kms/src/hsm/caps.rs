@@ -3,8 +3,12 @@
 //! why: mechanism flags are not enough. SoftHSM 2.6 lists `CKM_DES3_ECB`
 //! but `C_WrapKey` with it returns `CKR_MECHANISM_INVALID` (DESIGN.md §5),
 //! so wrap capabilities are probed by wrapping throw-away session keys.
+//! The operations of the CA (key-pair generation, signing, the envelope's
+//! wraps and ECDH with a KDF) are probed the same way: SoftHSM 2.6 lists
+//! `CKM_ECDH1_DERIVE` with the derive flag, yet accepts only `CKD_NULL`.
 
 use cryptoki::context::Pkcs11;
+use cryptoki::mechanism::elliptic_curve::{EcKdf, Ecdh1DeriveParams};
 use cryptoki::mechanism::vendor_defined::VendorDefinedMechanism;
 use cryptoki::mechanism::{Mechanism, MechanismInfo};
 use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
@@ -12,8 +16,9 @@ use cryptoki::session::Session;
 use cryptoki::slot::Slot;
 use cryptoki_sys as sys;
 
-use super::HsmError;
+use super::pki::{self, SessionObjects};
 use super::raw::mechanism_type;
+use super::{HsmError, der};
 use crate::config::VendorMechanisms;
 
 /// What a capability needs the mechanism to do.
@@ -121,6 +126,7 @@ fn specs(v: &VendorMechanisms) -> Vec<Spec> {
         std("ecdh1_derive", sys::CKM_ECDH1_DERIVE, "CKM_ECDH1_DERIVE", Derive),
         std("rsa_key_pair_gen", sys::CKM_RSA_PKCS_KEY_PAIR_GEN, "CKM_RSA_PKCS_KEY_PAIR_GEN", GenerateKeyPair),
         std("rsa_pkcs_pss", sys::CKM_RSA_PKCS_PSS, "CKM_RSA_PKCS_PSS", Sign),
+        std("sha256_rsa_pkcs", sys::CKM_SHA256_RSA_PKCS, "CKM_SHA256_RSA_PKCS", Sign),
         std("rsa_pkcs_oaep", sys::CKM_RSA_PKCS_OAEP, "CKM_RSA_PKCS_OAEP", Encrypt),
         std("sha256", sys::CKM_SHA256, "CKM_SHA256", Digest),
         vendor("sm4_key_gen", v.sm4_key_gen, Generate),
@@ -238,7 +244,10 @@ impl Capabilities {
         }
         let mut caps =
             Capabilities { module: module.to_owned(), rows, wraps: Vec::new(), sm4_key_type: vendor.sm4_key_type };
+        let (operations, key_wraps) = probe_pki(session, module, &caps);
+        caps.rows.extend(operations);
         caps.wraps = probe_wraps(session, module, vendor, &caps);
+        caps.wraps.extend(key_wraps);
         caps
     }
 
@@ -398,4 +407,235 @@ fn probe_wraps(session: &Session, module: &str, vendor: &VendorMechanisms, caps:
             }
         })
         .collect()
+}
+
+/// Describes a failed cryptoki call as `C_DeriveKey returned CKR_...`, so
+/// the table says which step of a multi-step probe failed.
+fn describe(e: cryptoki::error::Error) -> String {
+    match e {
+        cryptoki::error::Error::Pkcs11(rv, function) => format!("C_{function:?} returned {}", super::rv_name(rv)),
+        other => other.to_string(),
+    }
+}
+
+/// A capability row whose availability is the outcome of a real operation
+/// (`result`); flags and key sizes come from the mechanism-info row
+/// `info_row`.
+fn operation_row(
+    caps: &Capabilities,
+    name: &'static str,
+    info_row: &str,
+    mechanism_name: String,
+    result: &Result<(), String>,
+) -> CapabilityRow {
+    let info = caps.row(info_row);
+    CapabilityRow {
+        name,
+        mechanism: info.map_or(0, |r| r.mechanism),
+        mechanism_name,
+        available: result.is_ok(),
+        flags: info.map(|r| r.flags.clone()).unwrap_or_default(),
+        min_key_size: info.map_or(0, |r| r.min_key_size),
+        max_key_size: info.map_or(0, |r| r.max_key_size),
+        detail: match result {
+            Ok(()) => String::new(),
+            Err(e) => format!("probe failed: {e}"),
+        },
+    }
+}
+
+/// A throw-away key pair for the probes: private key able to sign and
+/// derive, extractable so the wrap probes can wrap it.
+fn probe_pair(
+    session: &Session,
+    objects: &mut SessionObjects<'_>,
+    mechanism: &Mechanism<'_>,
+    algorithm: Vec<Attribute>,
+    derive: bool,
+) -> Result<(ObjectHandle, ObjectHandle), String> {
+    let mut public = vec![Attribute::Class(ObjectClass::PUBLIC_KEY), Attribute::Token(false), Attribute::Verify(true)];
+    public.extend(algorithm);
+    let private = [
+        Attribute::Class(ObjectClass::PRIVATE_KEY),
+        Attribute::Token(false),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(true),
+        Attribute::Sign(true),
+        Attribute::Derive(derive),
+    ];
+    let (p, k) = session.generate_key_pair(mechanism, &public, &private).map_err(describe)?;
+    objects.keep(p);
+    objects.keep(k);
+    Ok((p, k))
+}
+
+/// Probes what the CA and the dual-certificate envelope need, with session
+/// objects destroyed at the end: key-pair generation and signing per key
+/// type, ECDH with the X9.63 SHA-256 KDF into an AES-256 KEK followed by
+/// AES key wrap under it, and (as wrap rows) private keys under AES-CBC-PAD
+/// and AES key wrap with padding, and an AES key under RSA-OAEP (SHA-1).
+fn probe_pki(session: &Session, module: &str, caps: &Capabilities) -> (Vec<CapabilityRow>, Vec<WrapRow>) {
+    let mut objects = SessionObjects::new(session, module);
+    let mut rows = Vec::new();
+    let mut wrap_targets: Vec<(&'static str, Result<ObjectHandle, String>)> = Vec::new();
+    // A sample RFC 5753 ECC-CMS-SharedInfo (id-aes256-wrap, 256 bits).
+    let shared_info: &[u8] = &[
+        0x30, 0x15, 0x30, 0x0b, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x01, 0x2d, 0xa2, 0x06, 0x04,
+        0x04, 0x00, 0x00, 0x01, 0x00,
+    ];
+    // An AES-256 key to be wrapped (the CEK of an envelope).
+    let cek = session
+        .generate_key(&Mechanism::AesKeyGen, &pki::aes256_template(true))
+        .map_err(describe)
+        .map(|k| objects.keep(k));
+
+    let curves = [
+        (
+            der::OID_P256,
+            "P-256",
+            pki::CAP_GENERATE_EC_P256,
+            pki::CAP_SIGN_ECDSA_P256,
+            pki::CAP_ECDH_P256_SHA256_KDF,
+            32,
+        ),
+        (
+            der::OID_P384,
+            "P-384",
+            pki::CAP_GENERATE_EC_P384,
+            pki::CAP_SIGN_ECDSA_P384,
+            pki::CAP_ECDH_P384_SHA256_KDF,
+            48,
+        ),
+    ];
+    for (oid, curve, generate, sign, ecdh, hash_len) in curves {
+        let pair =
+            probe_pair(session, &mut objects, &Mechanism::EccKeyPairGen, vec![Attribute::EcParams(oid.to_vec())], true);
+        let generated = pair.as_ref().map(|_| ()).map_err(Clone::clone);
+        rows.push(operation_row(
+            caps,
+            generate,
+            "ec_key_pair_gen",
+            format!("CKM_EC_KEY_PAIR_GEN ({curve})"),
+            &generated,
+        ));
+        let signed = pair.as_ref().map_err(|e| format!("no {curve} key pair: {e}")).and_then(|(_, k)| {
+            session.sign(&Mechanism::Ecdsa, *k, &vec![0x5a; hash_len]).map(|_| ()).map_err(describe)
+        });
+        rows.push(operation_row(caps, sign, "ecdsa", format!("CKM_ECDSA ({curve})"), &signed));
+        let agreed = pair.as_ref().map_err(|e| format!("no {curve} key pair: {e}")).and_then(|(p, k)| {
+            let cek = cek.clone()?;
+            let point = pki::read_public_key(session, module, *p).map_err(|e| e.to_string())?.raw;
+            let params = Ecdh1DeriveParams::new(EcKdf::sha256(shared_info), &point);
+            let kek = session
+                .derive_key(&Mechanism::Ecdh1Derive(params), *k, &pki::aes256_template(false))
+                .map_err(describe)?;
+            objects.keep(kek);
+            session.wrap_key(&Mechanism::AesKeyWrap, kek, cek).map(|_| ()).map_err(describe)
+        });
+        rows.push(operation_row(
+            caps,
+            ecdh,
+            "ecdh1_derive",
+            format!("CKM_ECDH1_DERIVE with CKD_SHA256_KDF ({curve}), then CKM_AES_KEY_WRAP"),
+            &agreed,
+        ));
+        if oid == der::OID_P256 {
+            wrap_targets.push((pki::WRAPPED_EC, pair.map(|(_, k)| k)));
+        }
+    }
+
+    let rsa = probe_pair(
+        session,
+        &mut objects,
+        &Mechanism::RsaPkcsKeyPairGen,
+        vec![Attribute::ModulusBits(2048.into()), Attribute::PublicExponent(vec![1, 0, 1])],
+        false,
+    );
+    let generated = rsa.as_ref().map(|_| ()).map_err(Clone::clone);
+    rows.push(operation_row(
+        caps,
+        pki::CAP_GENERATE_RSA,
+        "rsa_key_pair_gen",
+        "CKM_RSA_PKCS_KEY_PAIR_GEN (2048 bits)".into(),
+        &generated,
+    ));
+    let signed = rsa.as_ref().map_err(|e| format!("no RSA key pair: {e}")).and_then(|(_, k)| {
+        session.sign(&Mechanism::Sha256RsaPkcs, *k, b"capability probe").map(|_| ()).map_err(describe)
+    });
+    rows.push(operation_row(caps, pki::CAP_SIGN_RSA_SHA256, "sha256_rsa_pkcs", "CKM_SHA256_RSA_PKCS".into(), &signed));
+    // The reader's RSA key is imported, not generated: probe that path.
+    let oaep = rsa.as_ref().map_err(|e| format!("no RSA key pair: {e}")).and_then(|(p, _)| {
+        let cek = cek.clone()?;
+        let attrs = session
+            .get_attributes(
+                *p,
+                &[cryptoki::object::AttributeType::Modulus, cryptoki::object::AttributeType::PublicExponent],
+            )
+            .map_err(describe)?;
+        let mut template = vec![
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::KeyType(KeyType::RSA),
+            Attribute::Token(false),
+            Attribute::Wrap(true),
+        ];
+        template.extend(attrs);
+        let imported = objects.keep(session.create_object(&template).map_err(describe)?);
+        session.wrap_key(&pki::oaep_sha1(), imported, cek).map(|_| ()).map_err(describe)
+    });
+    let mut wraps = vec![wrap_row(pki::WRAPPED_RSA, "CKM_RSA_PKCS_OAEP", "AES", oaep, module)];
+    wrap_targets.push((pki::WRAPPED_RSA, rsa.map(|(_, k)| k)));
+
+    if caps.row("sm2_key_pair_gen").is_some_and(|r| r.available) {
+        let sm2 = caps.require("sm2_key_pair_gen").map_err(|e| e.to_string()).and_then(|number| {
+            let mech = Mechanism::VendorDefined(VendorDefinedMechanism::new::<()>(mechanism_type(number), None));
+            probe_pair(session, &mut objects, &mech, vec![Attribute::EcParams(der::OID_SM2.to_vec())], false)
+        });
+        wrap_targets.push((pki::WRAPPED_SM2, sm2.map(|(_, k)| k)));
+    }
+
+    let kek = session
+        .generate_key(&Mechanism::AesKeyGen, &pki::aes256_template(false))
+        .map_err(describe)
+        .map(|k| objects.keep(k));
+    for (label, target) in wrap_targets {
+        for (name, mechanism) in
+            [("CKM_AES_CBC_PAD", Mechanism::AesCbcPad([0u8; 16])), (pki::ESCROW_MECHANISM, Mechanism::AesKeyWrapPad)]
+        {
+            let result = match (&kek, &target) {
+                (Err(e), _) => Err(format!("no AES-256 wrapping key: {e}")),
+                (_, Err(e)) => Err(format!("no {label} key pair: {e}")),
+                (Ok(kek), Ok(key)) => session.wrap_key(&mechanism, *kek, *key).map(|_| ()).map_err(describe),
+            };
+            wraps.push(wrap_row("AES", name, label, result, module));
+        }
+    }
+    if let Err(e) = objects.destroy_all() {
+        tracing::warn!(module, error = %e, "could not destroy a capability-probe object");
+    }
+    for r in &rows {
+        if !r.available {
+            tracing::debug!(module, capability = r.name, detail = %r.detail, "operation probe failed");
+        }
+    }
+    (rows, wraps)
+}
+
+fn wrap_row(
+    wrapping: &'static str,
+    mechanism: &str,
+    wrapped: &'static str,
+    result: Result<(), String>,
+    module: &str,
+) -> WrapRow {
+    if let Err(e) = &result {
+        tracing::debug!(module, wrapping, mechanism, wrapped, error = %e, "wrap probe failed");
+    }
+    WrapRow {
+        wrapping_key_type: wrapping,
+        mechanism: mechanism.to_owned(),
+        wrapped_key_type: wrapped,
+        supported: result.is_ok(),
+        error: result.err().unwrap_or_default(),
+    }
 }

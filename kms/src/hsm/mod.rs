@@ -14,8 +14,10 @@
 //! so the service recovers by itself when the module comes back.
 
 mod caps;
+mod der;
 mod error;
 pub mod keyops;
+pub mod pki;
 pub mod raw;
 pub mod signer;
 

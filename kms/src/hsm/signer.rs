@@ -1,70 +1,98 @@
 //! Signing with a private key held in the token, for the CA.
+//!
+//! ECDSA: the message is hashed on the host (it is public data; SHA-256
+//! for P-256, SHA-384 for P-384) and `CKM_ECDSA` signs the digest, giving
+//! raw `r || s`. RSA: `CKM_SHA256_RSA_PKCS` hashes inside the module and
+//! gives the PKCS#1 v1.5 signature block.
 
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
+use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
-use kms_ca::{CaError, KeyAlgorithm, Signer};
+use kms_ca::CaError;
+pub use kms_ca::{KeyAlgorithm, KeyType, Signer};
 use sha2::{Digest, Sha256, Sha384};
 
 use super::HsmError;
+use super::pki::{PublicKeyParts, read_public_key};
 
 /// DER of the `prime256v1` OID, as `CKA_EC_PARAMS` wants it.
-pub const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+pub const P256_PARAMS: &[u8] = super::der::OID_P256;
+/// DER of the `secp384r1` OID.
+pub const P384_PARAMS: &[u8] = super::der::OID_P384;
 
-/// An EC private key in the token, used through one session. The hash is
-/// computed on the host (it is public data) and `CKM_ECDSA` signs it.
+pub use super::der::ec_point_from_attribute;
+
+/// A private key in the token, used through one session.
 pub struct HsmSigner<'s> {
     session: &'s Session,
     key: ObjectHandle,
-    public: Vec<u8>,
+    public: PublicKeyParts,
     algorithm: KeyAlgorithm,
-}
-
-/// Extracts the uncompressed point from `CKA_EC_POINT`, which modules
-/// return either DER-wrapped in an OCTET STRING (PKCS#11 v2.40, SoftHSM) or
-/// raw.
-pub fn ec_point_from_attribute(value: &[u8]) -> Option<Vec<u8>> {
-    match value {
-        [0x04, len, rest @ ..] if usize::from(*len) == rest.len() && rest.first() == Some(&0x04) => Some(rest.to_vec()),
-        [0x04, 0x81, len, rest @ ..] if usize::from(*len) == rest.len() => Some(rest.to_vec()),
-        [0x04, ..] if !value.len().is_multiple_of(2) => Some(value.to_vec()),
-        _ => None,
-    }
 }
 
 impl<'s> HsmSigner<'s> {
     /// Finds the key pair labelled `label` (private and public objects)
-    /// and prepares to sign with it.
+    /// and prepares to sign with it (the development CA's lookup).
     pub fn find(session: &'s Session, module: &str, label: &str, token: &str) -> Result<HsmSigner<'s>, HsmError> {
+        HsmSigner::locate(session, module, Attribute::Label(label.as_bytes().to_vec()), label, token)
+    }
+
+    /// Finds the key pair with `CKA_ID` `id` (as
+    /// [`super::pki::generate_signing_key_pair`] made it) and prepares to
+    /// sign with it.
+    pub fn find_by_id(session: &'s Session, module: &str, id: &[u8], token: &str) -> Result<HsmSigner<'s>, HsmError> {
+        HsmSigner::locate(session, module, Attribute::Id(id.to_vec()), &format!("CKA_ID {}", hex::encode(id)), token)
+    }
+
+    fn locate(
+        session: &'s Session,
+        module: &str,
+        by: Attribute,
+        name: &str,
+        token: &str,
+    ) -> Result<HsmSigner<'s>, HsmError> {
         let find = |class| {
-            session
-                .find_objects(&[Attribute::Class(class), Attribute::Label(label.as_bytes().to_vec())])
-                .map_err(|e| HsmError::from_cryptoki(module, e))
+            session.find_objects(&[Attribute::Class(class), by.clone()]).map_err(|e| HsmError::from_cryptoki(module, e))
         };
         let private = find(ObjectClass::PRIVATE_KEY)?;
         let public = find(ObjectClass::PUBLIC_KEY)?;
-        let (Some(key), Some(public)) = (private.first().copied(), public.first().copied()) else {
-            return Err(HsmError::ObjectNotFound { label: label.to_owned(), token: token.to_owned() });
-        };
-        let attrs = session
-            .get_attributes(public, &[AttributeType::EcPoint, AttributeType::EcParams])
-            .map_err(|e| HsmError::from_cryptoki(module, e))?;
-        let mut point = None;
-        let mut params = None;
-        for a in attrs {
-            match a {
-                Attribute::EcPoint(p) => point = ec_point_from_attribute(&p),
-                Attribute::EcParams(p) => params = Some(p),
-                _ => {}
+        let (key, public) = match (private.as_slice(), public.as_slice()) {
+            ([key], [public]) => (*key, *public),
+            ([], _) | (_, []) => {
+                return Err(HsmError::ObjectNotFound { label: name.to_owned(), token: token.to_owned() });
             }
-        }
-        let public =
-            point.ok_or(HsmError::ObjectNotFound { label: format!("{label} (EC point)"), token: token.to_owned() })?;
-        let algorithm = match params.as_deref() {
-            Some(P256_PARAMS) => KeyAlgorithm::EcdsaP256Sha256,
-            _ => KeyAlgorithm::EcdsaP384Sha384,
+            (p, q) => {
+                // why: signing with whichever of two keys the module lists
+                // first could put the wrong key behind a CA certificate.
+                return Err(HsmError::Wrapper {
+                    module: module.to_owned(),
+                    reason: format!("{name} names {} private and {} public keys, not one pair", p.len(), q.len()),
+                });
+            }
+        };
+        let public = read_public_key(session, module, public)?;
+        let algorithm = match public.key_type {
+            KeyType::EcP256 => KeyAlgorithm::EcdsaP256Sha256,
+            KeyType::EcP384 => KeyAlgorithm::EcdsaP384Sha384,
+            KeyType::Rsa2048 | KeyType::Rsa3072 | KeyType::Rsa4096 => KeyAlgorithm::RsaPkcs1Sha256,
+            other => {
+                return Err(HsmError::Wrapper {
+                    module: module.to_owned(),
+                    reason: format!("{name} is a {other} key; the CA has no signature algorithm for it"),
+                });
+            }
         };
         Ok(HsmSigner { session, key, public, algorithm })
+    }
+
+    /// The signing key's public key, with its type and SubjectPublicKeyInfo.
+    pub fn public_key_parts(&self) -> &PublicKeyParts {
+        &self.public
+    }
+
+    /// The object handle of the private key.
+    pub fn private_key(&self) -> ObjectHandle {
+        self.key
     }
 }
 
@@ -74,30 +102,16 @@ impl Signer for HsmSigner<'_> {
     }
 
     fn public_key(&self) -> &[u8] {
-        &self.public
+        &self.public.raw
     }
 
     fn sign_raw(&self, message: &[u8]) -> Result<Vec<u8>, CaError> {
-        let digest = match self.algorithm {
-            KeyAlgorithm::EcdsaP256Sha256 => Sha256::digest(message).to_vec(),
-            _ => Sha384::digest(message).to_vec(),
+        let signed = match self.algorithm {
+            KeyAlgorithm::EcdsaP256Sha256 => self.session.sign(&Mechanism::Ecdsa, self.key, &Sha256::digest(message)),
+            KeyAlgorithm::EcdsaP384Sha384 => self.session.sign(&Mechanism::Ecdsa, self.key, &Sha384::digest(message)),
+            KeyAlgorithm::RsaPkcs1Sha256 => self.session.sign(&Mechanism::Sha256RsaPkcs, self.key, message),
+            other => return Err(CaError::Signing(format!("{other:?} is not offered by the HSM signer"))),
         };
-        self.session.sign(&Mechanism::Ecdsa, self.key, &digest).map_err(|e| CaError::Signing(e.to_string()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::ec_point_from_attribute;
-
-    #[test]
-    fn ec_point_forms() {
-        let mut raw = vec![0x04];
-        raw.extend_from_slice(&[7u8; 64]);
-        let mut der = vec![0x04, 65];
-        der.extend_from_slice(&raw);
-        assert_eq!(ec_point_from_attribute(&der), Some(raw.clone()));
-        assert_eq!(ec_point_from_attribute(&raw), Some(raw.clone()));
-        assert_eq!(ec_point_from_attribute(&[0x05, 1]), None);
+        signed.map_err(|e| CaError::Signing(e.to_string()))
     }
 }
