@@ -102,6 +102,9 @@ pub struct CaConfig {
     /// PEM files of external CAs (for example the ministry's reader CA)
     /// whose certificates may authorize a reader's enrollment.
     pub external_trust_anchors: Vec<PathBuf>,
+    /// Tenant written into certificates of readers enrolled with an
+    /// external CA's certificate (a token carries its operator's tenant).
+    pub external_tenant: String,
     /// Catalogue key (AES, purpose `escrow`) under which service-generated
     /// encryption private keys are kept wrapped; dual certificates are
     /// refused while it is unset.
@@ -120,6 +123,7 @@ impl Default for CaConfig {
             token_default_ttl_secs: 24 * 3600,
             token_max_ttl_secs: 30 * 24 * 3600,
             external_trust_anchors: Vec::new(),
+            external_tenant: "external".into(),
             escrow_key: None,
             max_csr_bytes: 16 * 1024,
         }
@@ -505,6 +509,8 @@ impl Config {
         range("ca.token_max_ttl_secs", self.ca.token_max_ttl_secs, 60, 366 * 86_400)?;
         range("ca.token_default_ttl_secs", self.ca.token_default_ttl_secs, 60, self.ca.token_max_ttl_secs)?;
         range("ca.max_csr_bytes", self.ca.max_csr_bytes as u64, 256, 64 * 1024)?;
+        kms_ca::check_identifier("ca.external_tenant", &self.ca.external_tenant)
+            .map_err(|e| ConfigError::Invalid { field: "ca.external_tenant", reason: e.to_string() })?;
         if let Some(url) = &self.ca.crl_base_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {

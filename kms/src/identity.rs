@@ -44,6 +44,12 @@ pub enum IdentityError {
         /// What is wrong.
         reason: String,
     },
+    /// The certificate was issued by this service and has been revoked.
+    #[error("client certificate {0} is revoked")]
+    Revoked(String),
+    /// An enrollment token or external credential was not accepted.
+    #[error("{0}")]
+    Token(String),
 }
 
 impl Principal {

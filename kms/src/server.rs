@@ -14,6 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use kms_proto::v1::admin_service_server::AdminServiceServer;
+use kms_proto::v1::certificate_service_server::CertificateServiceServer;
 use kms_proto::v1::key_service_server::KeyServiceServer;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
@@ -29,7 +30,7 @@ use tonic::transport::server::Connected;
 use crate::authz::{PolicyEngine, PolicyError};
 use crate::config::{Config, ConfigError};
 use crate::core::Core;
-use crate::grpc::{AdminApi, KeyApi, Shared};
+use crate::grpc::{AdminApi, CertificateApi, KeyApi, Shared};
 use crate::hsm::{Hsm, HsmError};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
@@ -53,6 +54,17 @@ pub enum StartupError {
     /// The card profiles.
     #[error(transparent)]
     Profile(#[from] crate::profiles::ProfileError),
+    /// The certificate profiles.
+    #[error("certificate profiles: {0}")]
+    CertProfile(#[from] kms_ca::ProfileError),
+    /// An external trust anchor for enrollment.
+    #[error("ca.external_trust_anchors {path}: {reason}")]
+    TrustAnchor {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// TLS material.
     #[error("TLS {what} {path}: {reason}")]
     Tls {
@@ -89,8 +101,11 @@ fn tls_error(what: &'static str, path: &Path, reason: impl ToString) -> StartupE
     StartupError::Tls { what, path: path.to_owned(), reason: reason.to_string() }
 }
 
-/// Builds the rustls server configuration: TLS 1.3 only, h2, and a client
-/// certificate chaining to `client_ca` required on every connection.
+/// Builds the rustls server configuration: TLS 1.3 only, h2, and client
+/// certificates chaining to `client_ca`. A connection without a client
+/// certificate is let through the handshake only so that a reader can call
+/// `EnrollReader` with a token; every other call on it is refused with
+/// `UNAUTHENTICATED` (`grpc::Shared::handle`).
 pub fn tls_config(cfg: &crate::config::TlsConfig) -> Result<rustls::ServerConfig, StartupError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cfg.cert)
@@ -113,6 +128,7 @@ pub fn tls_config(cfg: &crate::config::TlsConfig) -> Result<rustls::ServerConfig
         return Err(tls_error("client CA", &cfg.client_ca, "no certificate in file"));
     }
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
         .build()
         .map_err(|e| tls_error("client CA", &cfg.client_ca, e))?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -222,6 +238,19 @@ pub async fn build_core(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<Co
     let store = Store::connect(&config.database).await?;
     let policy = Arc::new(PolicyEngine::load(&config.policy.dir)?);
     let profiles = crate::profiles::CardProfiles::load(&config.profiles.dir)?;
+    let cert_profiles = kms_ca::CertProfiles::load_dir(&config.ca.profiles_dir)?;
+    let mut anchors = Vec::new();
+    for path in &config.ca.external_trust_anchors {
+        let bytes =
+            std::fs::read(path).map_err(|e| StartupError::TrustAnchor { path: path.clone(), reason: e.to_string() })?;
+        let certs = crate::core::certs::split_certificates("anchor", &bytes)
+            .map_err(|e| StartupError::TrustAnchor { path: path.clone(), reason: e.to_string() })?;
+        if certs.is_empty() {
+            return Err(StartupError::TrustAnchor { path: path.clone(), reason: "no certificate in file".into() });
+        }
+        anchors.extend(certs);
+    }
+    let ca = crate::core::certs::CaState::new(config.ca.clone(), cert_profiles, anchors);
     tracing::info!(
         module = %hsm.info().path,
         token = %hsm.info().token_label,
@@ -229,7 +258,7 @@ pub async fn build_core(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<Co
         policies = policy.policy_count(),
         "core ready"
     );
-    Ok(Arc::new(Core::new(hsm, store, policy, profiles, config.derive.clone())))
+    Ok(Arc::new(Core::new(hsm, store, policy, profiles, config.derive.clone(), ca)))
 }
 
 fn log_capabilities(hsm: &Hsm) {
@@ -280,6 +309,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<AdminServiceServer<AdminApi>>().await;
     health_reporter.set_serving::<KeyServiceServer<KeyApi>>().await;
+    health_reporter.set_serving::<CertificateServiceServer<CertificateApi>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(kms_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -295,8 +325,12 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     let admin = AdminServiceServer::new(AdminApi::new(shared.clone()))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
-    let keys =
-        KeyServiceServer::new(KeyApi::new(shared)).max_decoding_message_size(limit).max_encoding_message_size(limit);
+    let keys = KeyServiceServer::new(KeyApi::new(shared.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let certificates = CertificateServiceServer::new(CertificateApi::new(shared))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
 
     let incoming = accept_loop(
         listener,
@@ -310,7 +344,8 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         tokio::spawn(crate::server::ops::serve(listener, core.clone(), metrics.clone(), shutdown.clone()));
     }
     tokio::spawn(watch_hsm_health(core.clone(), health_reporter.clone(), shutdown.clone()));
-    tokio::spawn(reload_on_sighup(core.clone(), config.profiles.dir.clone(), shutdown.clone()));
+    tokio::spawn(reload_on_sighup(core.clone(), config.clone(), shutdown.clone()));
+    tokio::spawn(refresh_crls(core.clone(), Duration::from_secs(config.ca.crl_check_secs), shutdown.clone()));
 
     let bound = BoundAddrs { grpc: grpc_addr, ops: ops_addr };
     if let Some(path) = &config.server.ready_file {
@@ -326,6 +361,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         .add_service(reflection)
         .add_service(admin)
         .add_service(keys)
+        .add_service(certificates)
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = stop.wait_for(|s| *s).await;
         });
@@ -373,7 +409,24 @@ async fn watch_hsm_health(
     }
 }
 
-async fn reload_on_sighup(core: Arc<Core>, profiles_dir: PathBuf, mut shutdown: watch::Receiver<bool>) {
+/// Republishes CRLs that are missing or past half their validity, and
+/// retries any that a revocation could not publish.
+async fn refresh_crls(core: Arc<Core>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        match core.refresh_crls().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(crls = n, "CRLs republished"),
+            Err(e) => tracing::error!(error = %e, "CRL refresh failed; retrying at the next check"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn reload_on_sighup(core: Arc<Core>, config: Config, mut shutdown: watch::Receiver<bool>) {
+    let profiles_dir = config.profiles.dir.clone();
     let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
         return;
     };
@@ -387,6 +440,10 @@ async fn reload_on_sighup(core: Arc<Core>, profiles_dir: PathBuf, mut shutdown: 
                 match crate::profiles::CardProfiles::load(&profiles_dir) {
                     Ok(p) => { core.set_profiles(p); tracing::info!("card profiles reloaded") }
                     Err(e) => tracing::error!(error = %e, "card profile reload rejected; the previous set stays in force"),
+                }
+                match kms_ca::CertProfiles::load_dir(&config.ca.profiles_dir) {
+                    Ok(p) => { core.ca.set_profiles(p); tracing::info!("certificate profiles reloaded") }
+                    Err(e) => tracing::error!(error = %e, "certificate profile reload rejected; the previous set stays in force"),
                 }
             }
             _ = shutdown.changed() => return,
@@ -410,14 +467,16 @@ pub fn shutdown_on_signals() -> watch::Receiver<bool> {
 }
 
 pub mod ops {
-    //! The operations listener: `/metrics` (Prometheus) and `/healthz`
-    //! (200 when the HSM and the database answer, 503 otherwise). Plain
-    //! HTTP, no client certificate: bind it to an internal address.
+    //! The operations listener: `/metrics` (Prometheus), `/healthz` (200
+    //! when the HSM and the database answer, 503 otherwise) and
+    //! `/crl/<issuer>.crl` (the issuer's current CRL, DER). Plain HTTP, no
+    //! client certificate: CRLs are public and signed; bind it where relying
+    //! parties can fetch them and keep /metrics behind your network policy.
 
     use std::sync::Arc;
 
     use axum::Router;
-    use axum::extract::State;
+    use axum::extract::{Path, State};
     use axum::http::StatusCode;
     use axum::routing::get;
     use tokio::net::TcpListener;
@@ -443,11 +502,29 @@ pub mod ops {
         (code, format!("{{\"hsm\":{hsm_up},\"database\":{db_up}}}\n"))
     }
 
+    async fn crl(State(ops): State<Ops>, Path(file): Path<String>) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let Some(issuer) = file.strip_suffix(".crl").filter(|i| kms_ca::check_identifier("issuer", i).is_ok()) else {
+            return (StatusCode::NOT_FOUND, "not a CRL name\n").into_response();
+        };
+        match ops.core.crl(issuer).await {
+            Ok(c) => (StatusCode::OK, [("content-type", "application/pkix-crl")], c.der).into_response(),
+            Err(crate::error::Error::NotFound { what }) => {
+                (StatusCode::NOT_FOUND, format!("{what} not found\n")).into_response()
+            }
+            Err(e) => {
+                tracing::error!(error = %e, issuer, "CRL not served");
+                (StatusCode::SERVICE_UNAVAILABLE, "CRL unavailable\n").into_response()
+            }
+        }
+    }
+
     /// Serves until shutdown.
     pub async fn serve(listener: TcpListener, core: Arc<Core>, m: Arc<Metrics>, mut shutdown: watch::Receiver<bool>) {
         let app = Router::new()
             .route("/metrics", get(metrics))
             .route("/healthz", get(healthz))
+            .route("/crl/{file}", get(crl))
             .with_state(Ops { core, metrics: m });
         let result = axum::serve(listener, app)
             .with_graceful_shutdown(async move {

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+pub mod ca;
 pub mod pki;
 pub mod server;
 pub mod softhsm;
@@ -92,10 +93,24 @@ pub const ALL_DBS: [DbKind; 2] = [DbKind::Sqlite, DbKind::Postgres];
 /// A plain HTTP/1.1 GET on 127.0.0.1 (the operations listener); returns the
 /// whole response, status line first.
 pub fn http_get(port: u16, path: &str) -> String {
+    String::from_utf8_lossy(&http_get_raw(port, path)).into_owned()
+}
+
+fn http_get_raw(port: u16, path: &str) -> Vec<u8> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
     out
+}
+
+/// A GET that must answer 200; returns the body bytes (for DER such as CRLs).
+pub fn http_get_bytes(port: u16, path: &str) -> Vec<u8> {
+    let raw = http_get_raw(port, path);
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("HTTP response has a header");
+    let head = String::from_utf8_lossy(&raw[..split]);
+    assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
+    assert!(!head.to_ascii_lowercase().contains("transfer-encoding: chunked"), "chunked body: {head}");
+    raw[split + 4..].to_vec()
 }

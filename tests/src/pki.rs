@@ -78,4 +78,19 @@ impl TestPki {
         }
         self.write(name, params)
     }
+
+    /// Signs an issuing CA's CSR as the offline root would (the test
+    /// harness stands in for the ceremony): CA, path length 0, keyCertSign
+    /// and cRLSign, five years. Returns the certificate as PEM.
+    pub fn sign_issuing_ca(&self, csr_der: &[u8]) -> String {
+        let der = rustls_pki_types::CertificateSigningRequestDer::from(csr_der.to_vec());
+        let mut csr = rcgen::CertificateSigningRequestParams::from_der(&der).unwrap();
+        csr.params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        csr.params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        csr.params.use_authority_key_identifier_extension = true;
+        let now = time::OffsetDateTime::now_utc();
+        csr.params.not_before = now - time::Duration::minutes(5);
+        csr.params.not_after = now + time::Duration::days(5 * 365);
+        csr.signed_by(&self.issuer).unwrap().pem()
+    }
 }

@@ -16,6 +16,7 @@ use crate::profiles::CardProfiles;
 use crate::store::{Backend, Store};
 
 pub mod batch;
+pub mod certs;
 pub mod derive;
 pub mod keys;
 
@@ -30,6 +31,8 @@ pub struct Core {
     profiles: std::sync::RwLock<Arc<CardProfiles>>,
     /// Derivation limits.
     pub derive_limits: DeriveConfig,
+    /// The certificate authority's configuration and profiles.
+    pub ca: certs::CaState,
     started: Instant,
 }
 
@@ -64,6 +67,7 @@ impl Core {
         policy: Arc<PolicyEngine>,
         profiles: CardProfiles,
         derive_limits: DeriveConfig,
+        ca: certs::CaState,
     ) -> Core {
         Core {
             hsm,
@@ -71,6 +75,7 @@ impl Core {
             policy,
             profiles: std::sync::RwLock::new(Arc::new(profiles)),
             derive_limits,
+            ca,
             started: Instant::now(),
         }
     }

@@ -7,6 +7,7 @@
 //! and metrics around all of them.
 
 mod admin;
+mod certs;
 mod keys;
 pub mod status;
 
@@ -17,6 +18,7 @@ use std::time::Instant;
 use tonic::{Request, Response, Status};
 
 pub use admin::AdminApi;
+pub use certs::CertificateApi;
 pub use keys::KeyApi;
 
 use crate::core::Core;
@@ -51,6 +53,31 @@ impl Shared {
             Ok(principal) => body(self.core.clone(), principal, request.into_inner()).await,
             Err(e) => Err(e),
         };
+        self.respond(rpc, started, result)
+    }
+
+    /// Like [`Shared::handle`] for the one call that needs no client
+    /// certificate (`EnrollReader`): `body` authenticates the request itself.
+    pub async fn handle_unauthenticated<Req, Resp, Fut>(
+        &self,
+        rpc: &'static str,
+        request: Request<Req>,
+        body: impl FnOnce(Arc<Core>, Req) -> Fut,
+    ) -> std::result::Result<Response<Resp>, Status>
+    where
+        Fut: Future<Output = Result<Resp>>,
+    {
+        let started = Instant::now();
+        let result = body(self.core.clone(), request.into_inner()).await;
+        self.respond(rpc, started, result)
+    }
+
+    fn respond<Resp>(
+        &self,
+        rpc: &'static str,
+        started: Instant,
+        result: Result<Resp>,
+    ) -> std::result::Result<Response<Resp>, Status> {
         let out = result.map(Response::new).map_err(|e| status::to_status(&e, rpc, self.client_error_detail));
         let code = match &out {
             Ok(_) => tonic::Code::Ok,
@@ -66,7 +93,21 @@ impl Shared {
             return Err(self.core.reject_identity(rpc, None, IdentityError::NoCertificate).await);
         };
         match Principal::from_certificate(leaf.as_ref()) {
-            Ok(p) => Ok(p),
+            // why: a certificate this service issued and later revoked must
+            // stop authenticating at once, not when a CRL reaches the TLS
+            // layer; certificates of other CAs are not in the table.
+            Ok(p) => match self.core.is_revoked(&p.certificate_serial).await {
+                Ok(false) => Ok(p),
+                Ok(true) => Err(self
+                    .core
+                    .reject_identity(
+                        rpc,
+                        Some(p.certificate_serial.clone()),
+                        IdentityError::Revoked(p.certificate_serial),
+                    )
+                    .await),
+                Err(e) => Err(e),
+            },
             Err(e) => {
                 let serial = x509_parser::parse_x509_certificate(leaf.as_ref())
                     .ok()
