@@ -335,11 +335,13 @@ pub fn bootstrap(opts: &DevOptions, layout: &DevLayout) -> Result<(), DevError> 
          [database]\nurl = \"sqlite://kms.db\"\n\n\
          [policy]\ndir = {policy}\n\n\
          [profiles]\ndir = {profiles}\n\n\
+         [ca]\nprofiles_dir = {cert_profiles}\ncrl_base_url = \"http://{ops}/crl\"\n\n\
          [ops]\nlisten = \"{ops}\"\n",
         listen = opts.listen,
         module = toml_str(&layout.module),
         policy = toml_str(&opts.policy_dir),
         profiles = toml_str(&opts.profiles_dir),
+        cert_profiles = toml_str(&opts.policy_dir.join("certificates")),
         vendor = if is_hsm_sim(&layout.module) { HSM_SIM_VENDOR } else { "" },
         ops = opts.ops_listen,
     );

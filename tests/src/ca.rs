@@ -13,20 +13,12 @@ use tonic::transport::Channel;
 
 use crate::pki::ClientCert;
 use crate::server::{Server, Setup};
-use crate::workspace_root;
 
-/// The escrow key the CA configuration names.
+/// The escrow key the test configuration names (`[ca] escrow_key`, see
+/// `server::Setup`).
 pub const ESCROW_KEY: &str = "city/3301/ca/escrow";
 /// The issuing CA's name.
 pub const ISSUER: &str = "city-3301-2026";
-
-/// The `[ca]` configuration section the tests run with.
-pub fn ca_config() -> String {
-    format!(
-        "\n[ca]\nprofiles_dir = \"{}\"\ncrl_base_url = \"http://crl.test/crl\"\nescrow_key = \"{ESCROW_KEY}\"\n",
-        workspace_root().join("policies/certificates").display()
-    )
-}
 
 /// Runs openssl in `dir`; returns (success, stdout + stderr).
 pub fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {

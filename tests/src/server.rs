@@ -104,6 +104,11 @@ dir = "{profiles}"
 [ops]
 listen = "127.0.0.1:0"
 
+[ca]
+profiles_dir = "{cert_profiles}"
+crl_base_url = "http://crl.test/crl"
+escrow_key = "city/3301/ca/escrow"
+
 [logging]
 level = "info,kms=debug"
 {extra}
@@ -120,6 +125,7 @@ level = "info,kms=debug"
             db = self.db.url,
             policies = workspace_root().join("policies").display(),
             profiles = workspace_root().join("profiles").display(),
+            cert_profiles = workspace_root().join("policies/certificates").display(),
             extra = self.extra_config,
         );
         std::fs::write(&path, text).unwrap();

@@ -13,8 +13,7 @@ use kms_proto::v1 as pb;
 use kms_proto::v1::admin_service_client::AdminServiceClient;
 use kms_proto::v1::certificate_service_client::CertificateServiceClient;
 use kms_tests::ca::{
-    ISSUER, anonymous, ca_config, certs_client, client_with_chain, make_csr, openssl, openssl_ok, pem, stand_up_ca,
-    write,
+    ISSUER, anonymous, certs_client, client_with_chain, make_csr, openssl, openssl_ok, pem, stand_up_ca, write,
 };
 use kms_tests::server::{Server, Setup};
 use kms_tests::token::Module;
@@ -44,8 +43,7 @@ fn modules() -> Vec<Module> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issuing_ca_in_the_hsm_issues_server_and_client_certificates() {
     for module in modules() {
-        let mut setup = Setup::with_module(module, DbKind::Sqlite).await;
-        setup.extra_config = ca_config();
+        let setup = Setup::with_module(module, DbKind::Sqlite).await;
         let server = setup.start();
         let dir = setup.dir.path().to_owned();
         let issuing = stand_up_ca(&setup, &server, "ec-p256").await;
@@ -179,8 +177,7 @@ async fn issuing_ca_in_the_hsm_issues_server_and_client_certificates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reader_enrolls_with_a_token_gets_dual_certificates_and_is_revoked() {
     let module = Module::from_env();
-    let mut setup = Setup::with_module(module, DbKind::Sqlite).await;
-    setup.extra_config = ca_config();
+    let setup = Setup::with_module(module, DbKind::Sqlite).await;
     let server = setup.start();
     let dir = setup.dir.path().to_owned();
     let issuing = stand_up_ca(&setup, &server, "ec-p256").await;

@@ -9,7 +9,7 @@ use kms::store::Store;
 use kms_tests::{ALL_DBS, DbKind, TestDb};
 
 /// The newest migration in kms/migrations.
-const LATEST_SCHEMA: i64 = 2;
+const LATEST_SCHEMA: i64 = 3;
 
 async fn store(kind: DbKind, dir: &std::path::Path) -> (TestDb, Store) {
     let db = TestDb::new(kind, dir).await;
@@ -170,5 +170,153 @@ async fn a_failed_transaction_leaves_no_record() {
         assert_eq!((report.records, report.fault), (2, None), "{kind:?}");
         audit::record(&store, &event(10)).await.unwrap();
         assert_eq!(audit::verify_chain(&store).await.unwrap().records, 3);
+    }
+}
+
+#[tokio::test]
+async fn ca_records_on_both_databases() {
+    use kms::certs::{self, CertFilter, CertRecord, CertStatus, CrlRecord, IssuerRecord, IssuerState, TokenRecord};
+    for kind in ALL_DBS {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, store) = store(kind, dir.path()).await;
+        let issuer = IssuerRecord {
+            name: "city-3301".into(),
+            state: IssuerState::Pending,
+            key_type: "ec-p256".into(),
+            subject: "CN=Issuing CA".into(),
+            module: "m".into(),
+            object_id: "00".into(),
+            public_key: vec![1, 2, 3],
+            certificate: Vec::new(),
+            chain: Vec::new(),
+            not_before: 0,
+            not_after: 0,
+            crl_number: 0,
+            created_by: "so".into(),
+            created_at: 1,
+            updated_at: 1,
+        };
+        let mut tx = store.begin().await.unwrap();
+        certs::insert_issuer(&mut tx, &issuer).await.unwrap();
+        assert!(certs::activate_issuer(&mut tx, "city-3301", "CN=Issuing CA", &[9], &[8], (1, 2)).await.unwrap());
+        assert!(!certs::activate_issuer(&mut tx, "city-3301", "CN=x", &[9], &[8], (1, 2)).await.unwrap());
+        tx.commit().await.unwrap();
+        let got = certs::issuer(&store, "city-3301").await.unwrap().unwrap();
+        assert_eq!((got.state, got.certificate, got.chain), (IssuerState::Active, vec![9], vec![8]));
+        // CRL numbers come from the database, one after the other.
+        assert_eq!(certs::next_crl_number(&store, "city-3301").await.unwrap(), 1);
+        assert_eq!(certs::next_crl_number(&store, "city-3301").await.unwrap(), 2);
+        assert!(certs::next_crl_number(&store, "nobody").await.is_err());
+
+        let cert = |serial: &str, subject: &str, not_after: i64| CertRecord {
+            serial: serial.into(),
+            issuer: "city-3301".into(),
+            profile: "reader-sign".into(),
+            subject: subject.into(),
+            status: CertStatus::Valid,
+            not_before: 0,
+            not_after,
+            der: vec![0x30, 0x00],
+            fingerprint: "F".into(),
+            key_type: "ec-p256".into(),
+            role: "reader".into(),
+            tenant: "city-3301".into(),
+            paired_serial: String::new(),
+            revoked_at: 0,
+            revocation_reason: String::new(),
+            requested_by: "token:1".into(),
+            created_at: 0,
+        };
+        let mut tx = store.begin().await.unwrap();
+        certs::insert_cert(&mut tx, &cert("0A01", "CN=R_1", 100)).await.unwrap();
+        certs::insert_cert(&mut tx, &cert("0A02", "CN=RX1", 200)).await.unwrap();
+        certs::insert_cert(&mut tx, &cert("0B01", "CN=R%2", 5_000_000_000)).await.unwrap();
+        assert!(certs::insert_cert(&mut tx, &cert("0A01", "CN=dup", 1)).await.is_err());
+        tx.rollback().await.unwrap();
+        let mut tx = store.begin().await.unwrap();
+        certs::insert_cert(&mut tx, &cert("0A01", "CN=R_1", 100)).await.unwrap();
+        certs::insert_cert(&mut tx, &cert("0A02", "CN=RX1", 200)).await.unwrap();
+        certs::insert_cert(&mut tx, &cert("0B01", "CN=R%2", 5_000_000_000)).await.unwrap();
+        tx.commit().await.unwrap();
+        let list = |f: CertFilter, after: &'static str, limit: u32| {
+            let store = &store;
+            async move {
+                certs::list_certs(store, &f, after, limit)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|c| c.serial)
+                    .collect::<Vec<_>>()
+            }
+        };
+        // `_` and `%` in a substring filter are literal, not wildcards.
+        let contains = |s: &str| CertFilter { subject: s.into(), subject_contains: true, ..Default::default() };
+        assert_eq!(list(contains("R_"), "", 10).await, vec!["0A01"]);
+        assert_eq!(list(contains("R%"), "", 10).await, vec!["0B01"]);
+        assert_eq!(
+            list(CertFilter { serial_prefix: "0A".into(), ..Default::default() }, "", 10).await,
+            vec!["0A01", "0A02"]
+        );
+        assert_eq!(list(CertFilter::default(), "0A01", 1).await, vec!["0A02"]);
+        assert_eq!(list(CertFilter { expires_before: 150, ..Default::default() }, "", 10).await, vec!["0A01"]);
+
+        // Revocation is one-way; CRLs list revoked, unexpired certificates.
+        let mut tx = store.begin().await.unwrap();
+        assert!(certs::revoke_cert(&mut tx, "0B01", 42, "keyCompromise").await.unwrap());
+        assert!(!certs::revoke_cert(&mut tx, "0B01", 43, "superseded").await.unwrap());
+        assert!(certs::revoke_cert(&mut tx, "0A01", 44, "superseded").await.unwrap());
+        tx.commit().await.unwrap();
+        let revoked = certs::revoked_for_crl(&store, "city-3301", 1000).await.unwrap();
+        assert_eq!(
+            revoked.iter().map(|r| (r.serial.as_str(), r.reason.as_str())).collect::<Vec<_>>(),
+            vec![("0B01", "keyCompromise")]
+        );
+        let revoked_filter = CertFilter { status: Some(CertStatus::Revoked), ..Default::default() };
+        assert_eq!(list(revoked_filter, "", 10).await, vec!["0A01", "0B01"]);
+        assert_eq!(certs::last_expiry(&store, "city-3301").await.unwrap(), 5_000_000_000);
+
+        // A token is consumed once, and never after it expired.
+        let token = |id: &str, expires_at: i64| TokenRecord {
+            id: id.into(),
+            secret_hash: "H".into(),
+            reader_serial: "R1".into(),
+            profiles: "reader-sign".into(),
+            issuer: "city-3301".into(),
+            tenant: "city-3301".into(),
+            expires_at,
+            used_at: 0,
+            used_for: String::new(),
+            created_by: "op".into(),
+            created_at: 0,
+        };
+        let mut tx = store.begin().await.unwrap();
+        certs::insert_token(&mut tx, &token("t1", 10_000)).await.unwrap();
+        certs::insert_token(&mut tx, &token("t2", 10)).await.unwrap();
+        assert!(certs::consume_token(&mut tx, "t1", 100, "0A02").await.unwrap());
+        assert!(!certs::consume_token(&mut tx, "t1", 101, "0A02").await.unwrap());
+        assert!(!certs::consume_token(&mut tx, "t2", 100, "0A02").await.unwrap());
+        tx.commit().await.unwrap();
+        assert_eq!(certs::token(&store, "t1").await.unwrap().unwrap().used_for, "0A02");
+
+        // An older CRL never replaces a newer one (two replicas publishing).
+        let crl = |number: i64| CrlRecord {
+            issuer: "city-3301".into(),
+            number,
+            this_update: number,
+            next_update: number + 1,
+            entries: 0,
+            der: vec![number as u8],
+        };
+        certs::store_crl(&store, &crl(5)).await.unwrap();
+        certs::store_crl(&store, &crl(4)).await.unwrap();
+        assert_eq!(certs::crl(&store, "city-3301").await.unwrap().unwrap().number, 5);
+        certs::store_crl(&store, &crl(6)).await.unwrap();
+        assert_eq!(certs::crl(&store, "city-3301").await.unwrap().unwrap().der, vec![6]);
+        let mut tx = store.begin().await.unwrap();
+        certs::insert_escrow(&mut tx, "0A02", "city/3301/ca/escrow@v1", "CKM_AES_KEY_WRAP_PAD", &[1; 40])
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert!(certs::has_escrow(&store, "0A02").await.unwrap());
     }
 }

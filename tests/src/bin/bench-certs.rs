@@ -31,7 +31,7 @@ use kms::config::DatabaseConfig;
 use kms::store::Store;
 use kms_proto::v1 as pb;
 use kms_tests::DbKind;
-use kms_tests::ca::{ISSUER, ca_config, certs_client, stand_up_ca};
+use kms_tests::ca::{ISSUER, certs_client, stand_up_ca};
 use kms_tests::server::{Server, Setup};
 use kms_tests::token::Module;
 use secrecy::SecretString;
@@ -162,7 +162,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 async fn bench(module: Module, a: &Args) -> Row {
-    let mut setup = Setup::with_module(module, DbKind::Sqlite).await;
+    let setup = Setup::with_module(module, DbKind::Sqlite).await;
     // (a) the raw signature loop.
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .arg("raw")
@@ -178,7 +178,6 @@ async fn bench(module: Module, a: &Args) -> Row {
     let raw: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
 
     // (b) the service.
-    setup.extra_config = ca_config();
     let config = setup.write_config();
     let text = std::fs::read_to_string(&config)
         .unwrap()
