@@ -428,7 +428,7 @@ fn check_subject(profile: &CertProfile, entries: &[NameEntry]) -> Result<Disting
             );
         }
         let charset_ok = if attribute.printable_only() {
-            crate::names::is_printable_string(value)
+            crate::names::is_encodable_printable(value)
         } else {
             charset_allows(rules.charset, value)
         };

@@ -129,6 +129,17 @@ impl IssuerCert {
         if !rest.is_empty() {
             return Err(CaError::Issuer("trailing bytes after the certificate".into()));
         }
+        // why: rcgen re-encodes the issuer's name for every certificate, and
+        // its writer panics on `?` in a PrintableString (see
+        // `names::is_encodable_printable`): refuse such an issuer up front.
+        let unencodable = cert.subject().iter_attributes().any(|a| {
+            a.attr_value().tag().0 == 19 && std::str::from_utf8(a.attr_value().data).is_ok_and(|s| s.contains('?'))
+        });
+        if unencodable {
+            return Err(CaError::Issuer(
+                "its subject has '?' in a PrintableString, which the CA cannot re-encode".into(),
+            ));
+        }
         let mut subject_key_id = None;
         let mut ca = None;
         let mut key_usage = None;

@@ -118,6 +118,17 @@ pub fn is_printable_string(s: &str) -> bool {
     s.chars().all(|c| c.is_ascii_alphanumeric() || " '()+,-./:=?".contains(c))
 }
 
+/// True if the CA can write `s` as a PrintableString: X.680's set without
+/// `?`.
+///
+/// why: yasna 0.6 (rcgen's DER writer) `assert!`s on `?` in
+/// `write_printable_string` although X.680 allows it, and rcgen's own
+/// PrintableString check lets it through; found by the fuzz harness. A
+/// value with `?` is refused here instead of panicking in issuance.
+pub(crate) fn is_encodable_printable(s: &str) -> bool {
+    is_printable_string(s) && !s.contains('?')
+}
+
 /// A subject distinguished name the CA writes: at most one value per
 /// attribute, encoded in [`DnAttribute::ALL`] order (UTF8String, except
 /// PrintableString for `C` and `serialNumber`).
@@ -173,11 +184,15 @@ impl DistinguishedNameSpec {
                 return Err(CaError::InvalidField { field: attribute.name(), reason: "must not be empty".into() });
             }
             let value = if attribute.printable_only() {
+                let not_printable = || CaError::InvalidField {
+                    field: attribute.name(),
+                    reason: format!("{value:?} is not a PrintableString (A-Z a-z 0-9 space '()+,-./:=)"),
+                };
+                if !is_encodable_printable(value) {
+                    return Err(not_printable());
+                }
                 let printable =
-                    rcgen::string::PrintableString::try_from(value.as_str()).map_err(|_| CaError::InvalidField {
-                        field: attribute.name(),
-                        reason: format!("{value:?} is not a PrintableString"),
-                    })?;
+                    rcgen::string::PrintableString::try_from(value.as_str()).map_err(|_| not_printable())?;
                 DnValue::PrintableString(printable)
             } else {
                 DnValue::Utf8String(value.clone())
@@ -425,6 +440,9 @@ mod tests {
         assert!(dn.to_rcgen().is_err());
         let dn = DistinguishedNameSpec::new().with(DnAttribute::SerialNumber, "RDR-01");
         assert!(dn.to_rcgen().is_ok());
+        // `?` is X.680 PrintableString but yasna panics on it: refused.
+        let dn = DistinguishedNameSpec::new().with(DnAttribute::SerialNumber, "RDR?01");
+        assert!(dn.to_rcgen().is_err());
     }
 
     #[test]

@@ -401,9 +401,17 @@ impl Ctx<'_> {
             Some(message[start..start + len].to_owned())
         });
         let line = e.span().map(|s| self.line(&s)).unwrap_or(0);
+        // An error on a `[table]` header line is about that table itself.
+        if let Some(header) = e.span().map(|s| self.line_text(s.start).trim()).filter(|l| l.starts_with('[')) {
+            let name = header.trim_start_matches('[').split(']').next().unwrap_or("").trim();
+            let field = if name.is_empty() || name == "\"\"" { "\"\"".to_owned() } else { name.to_owned() };
+            return ProfileError { file: self.file.to_owned(), line, field, reason: message };
+        }
         let table = e.span().and_then(|s| self.table_at(s.start));
         let key_on_line = e.span().and_then(|s| self.key_at(s.start));
+        // why: TOML allows an empty key (`[""]`, `"" = 1`); name it visibly.
         let field = quoted.or(key_on_line).unwrap_or_else(|| "toml".into());
+        let field = if field.is_empty() { "\"\"".to_owned() } else { field };
         let field = match table {
             Some(t) if !field.contains('.') && field != "toml" => format!("{t}.{field}"),
             _ => field,
@@ -934,6 +942,12 @@ max = 4
         let two_lines = GOOD.replace("kind = \"end-entity\"", "kind = end");
         let e = err(&two_lines);
         assert!(!e.reason.contains('\n') && e.reason.contains("; "), "{e}");
+
+        // Found by fuzzing: an empty table name gave an empty field.
+        let e = err(&format!("{GOOD}\n[\"\"]\nx = 1\n"));
+        assert_eq!(e.field, "\"\"", "{e}");
+        let e = err(&format!("{GOOD}\n[surprise]\nx = 1\n"));
+        assert_eq!((e.field.as_str(), e.line), ("surprise", 19), "{e}");
 
         let missing = GOOD.replace("max_validity_days = 365\n", "");
         let e = err(&missing);

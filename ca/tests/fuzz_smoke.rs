@@ -1,7 +1,8 @@
 //! A short smoke run of the fuzz harness (`fuzz/src/lib.rs`) in every
 //! `cargo test`: deterministic pseudo-random bytes, and mutations of valid
-//! CSRs (`fuzz/seeds/csr`) and of the shipped profiles. The real fuzzing:
-//! `cargo +nightly fuzz run csr` / `profile` in `ca/fuzz`.
+//! CSRs (`fuzz/seeds/csr`) and of the shipped profiles, and signed CSRs
+//! built from random choices. The real fuzzing: `cargo +nightly fuzz run
+//! csr` / `request` / `profile` in `ca/fuzz`.
 //! `KMS_CA_FUZZ_SMOKE=<iterations>` and `KMS_CA_FUZZ_SEED=<n>` change the run.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -63,6 +64,11 @@ fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
     v
 }
 
+/// A `harness::request` input that the reader and client profiles approve:
+/// one attribute (CN, 5 bytes "RDR-1", PrintableString), no SANs, not a
+/// CA, no usages asked, no extra extension.
+const REQUEST_SEED: &[u8] = &[1, 0, 5, b'R', b'D', b'R', b'-', b'1', 0, 0, 2, 0, 0, 1];
+
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
@@ -86,10 +92,15 @@ fn fuzz_harness_smoke() {
     for seed in &profile_seeds {
         harness::profile(seed);
     }
+    harness::request(REQUEST_SEED);
     for n in 0..iterations {
         let random = rng.bytes((n % 300) as usize);
         harness::csr(&random);
         harness::profile(&random);
+        if n % 4 == 0 {
+            harness::request(&random);
+            harness::request(&mutate(&mut rng, REQUEST_SEED));
+        }
         let csr_seed = &csr_seeds[rng.below(csr_seeds.len())];
         harness::csr(&mutate(&mut rng, csr_seed));
         let profile_seed = profile_seeds[rng.below(profile_seeds.len())];

@@ -431,3 +431,64 @@ fn development_tls_helpers_still_chain() {
     }
     assert_eq!(client.subject, "CN=admin");
 }
+
+/// `?` is in X.680's PrintableString, but rcgen's DER writer panics on it;
+/// the CA refuses such names (found by fuzzing) instead of panicking.
+#[test]
+fn question_marks_in_printable_strings_are_refused_not_panicked_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| dir.path().join(n);
+    // An issuer whose own name has C=A? (OpenSSL writes countryName as PrintableString).
+    let p8 = d("root.p8");
+    openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-outform", "DER", "-out", s(&p8)]);
+    openssl(&[
+        "pkcs8",
+        "-topk8",
+        "-nocrypt",
+        "-inform",
+        "DER",
+        "-in",
+        s(&p8),
+        "-outform",
+        "DER",
+        "-out",
+        s(&d("root.pk8")),
+    ]);
+    let signer = SoftSigner::ec_from_pkcs8(std::fs::read(d("root.pk8")).unwrap());
+    signer.write_key(&d("root.key"));
+    openssl(&[
+        "req",
+        "-x509",
+        "-key",
+        s(&d("root.key")),
+        "-subj",
+        "/C=A?/CN=Odd Root",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-outform",
+        "DER",
+        "-out",
+        s(&d("root.der")),
+    ]);
+    let root_der = std::fs::read(d("root.der")).unwrap();
+    let err = check_issuer_certificate(&root_der, kms_ca::Signer::public_key(&signer)).unwrap_err();
+    assert!(matches!(&err, CaError::Issuer(m) if m.contains('?')), "{err}");
+    let profile = profile("reader-sign");
+    let csr = parse_csr(&reader_csr(&p256_key(), "RDR-5")).unwrap();
+    let mut ctx = IssueContext::new(OffsetDateTime::now_utc(), OffsetDateTime::now_utc() + Duration::days(30));
+    ctx.tenant = Some("city-3301".into());
+    let approval = approve(&profile, &csr, &ctx).unwrap();
+    let issuer = Issuer { signer: &signer, certificate_der: &root_der };
+    let err = issue_certificate(&issuer, &profile, &approval, &new_serial().unwrap(), None).unwrap_err();
+    assert!(matches!(err, CaError::Issuer(_)), "{err}");
+
+    // A request whose serialNumber (PrintableString, from OpenSSL) has `?`.
+    let key = d("reader.key");
+    openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", s(&key)]);
+    let csr = parse_csr(&openssl_csr(dir.path(), &key, "/CN=RDR-6/serialNumber=RDR?6", &[])).unwrap();
+    let rejection = approve(&profile, &csr, &ctx).unwrap_err();
+    assert_eq!(rejection.reason, kms_ca::RejectReason::SubjectNotAllowed, "{rejection}");
+    // And the issuing CA's own name is checked before rcgen sees it.
+    let dn = DistinguishedNameSpec::new().with(DnAttribute::SerialNumber, "CA?1");
+    assert!(matches!(kms_ca::issuer_csr(&signer, &dn), Err(CaError::InvalidField { .. })));
+}

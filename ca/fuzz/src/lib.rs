@@ -76,6 +76,7 @@ struct Env {
     signer: SoftSigner,
     ca: IssuedCertificate,
     now: OffsetDateTime,
+    requester: rcgen::KeyPair,
 }
 
 static ENV: OnceLock<Env> = OnceLock::new();
@@ -90,7 +91,8 @@ fn env() -> &'static Env {
         let signer = SoftSigner { key };
         let dn = kms_ca::DistinguishedNameSpec::new().with(kms_ca::DnAttribute::CommonName, "fuzz CA");
         let ca = kms_ca::make_root(&signer, &dn, Duration::days(3650)).unwrap();
-        Env { profiles, signer, ca, now: OffsetDateTime::now_utc() }
+        let requester = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        Env { profiles, signer, ca, now: OffsetDateTime::now_utc(), requester }
     })
 }
 
@@ -152,6 +154,102 @@ pub fn csr(data: &[u8]) {
             Err(CaError::Encoding(_) | CaError::InvalidField { .. }) => {}
             Err(e) => panic!("issuing an approved request failed: {e}"),
         }
+    }
+}
+
+/// Reads fuzz input as a stream of small choices.
+struct Choices<'a>(&'a [u8]);
+
+impl Choices<'_> {
+    fn byte(&mut self) -> usize {
+        match self.0.split_first() {
+            Some((b, rest)) => {
+                self.0 = rest;
+                usize::from(*b)
+            }
+            None => 0,
+        }
+    }
+
+    fn string(&mut self) -> String {
+        let len = self.byte() % 48;
+        let (head, rest) = self.0.split_at(len.min(self.0.len()));
+        self.0 = rest;
+        String::from_utf8_lossy(head).into_owned()
+    }
+}
+
+/// Builds a correctly signed CSR whose subject, names and extensions come
+/// from `data`, then runs it through [`csr`]: mutated CSRs rarely keep a
+/// valid signature, so this is how the fuzzer reaches approval and issuance.
+pub fn request(data: &[u8]) {
+    use rcgen::{DnType, DnValue, SanType};
+    let env = env();
+    let mut c = Choices(data);
+    let mut params = rcgen::CertificateParams::default();
+    let mut dn = rcgen::DistinguishedName::new();
+    for _ in 0..c.byte() % 6 {
+        let ty = match c.byte() % 8 {
+            0 => DnType::CommonName,
+            1 => DnType::OrganizationName,
+            2 => DnType::OrganizationalUnitName,
+            3 => DnType::CountryName,
+            4 => DnType::LocalityName,
+            5 => DnType::StateOrProvinceName,
+            6 => DnType::CustomDnType(vec![2, 5, 4, 5]),
+            _ => DnType::CustomDnType(vec![1, 2, 840, 113549, 1, 9, 1]),
+        };
+        let text = c.string();
+        // (No `?` in a PrintableString: rcgen's writer panics on it when
+        // building the request; the CA itself refuses it.)
+        let value = match (c.byte() % 2, rcgen::string::PrintableString::try_from(text.as_str())) {
+            (0, Ok(p)) if !text.contains('?') => DnValue::PrintableString(p),
+            _ => DnValue::Utf8String(text),
+        };
+        dn.push(ty, value);
+    }
+    params.distinguished_name = dn;
+    for _ in 0..c.byte() % 5 {
+        let kind = c.byte() % 5;
+        let text = c.string();
+        let san = match kind {
+            0 => text.try_into().ok().map(SanType::DnsName),
+            1 => Some(SanType::IpAddress(std::net::IpAddr::from([c.byte() as u8, c.byte() as u8, 0, 1]))),
+            2 => text.try_into().ok().map(SanType::URI),
+            3 => text.try_into().ok().map(SanType::Rfc822Name),
+            _ => Some(SanType::OtherName((vec![1, 3, 6, 1, 4, 1, 311, 20, 2, 3], text.into()))),
+        };
+        params.subject_alt_names.extend(san);
+    }
+    params.is_ca = match c.byte() % 4 {
+        0 => rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(c.byte() as u8)),
+        1 => rcgen::IsCa::ExplicitNoCa,
+        _ => rcgen::IsCa::NoCa,
+    };
+    let usages = [
+        rcgen::KeyUsagePurpose::DigitalSignature,
+        rcgen::KeyUsagePurpose::ContentCommitment,
+        rcgen::KeyUsagePurpose::KeyEncipherment,
+        rcgen::KeyUsagePurpose::KeyAgreement,
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let bits = c.byte();
+    params.key_usages = usages.iter().enumerate().filter(|(i, _)| bits & (1 << i) != 0).map(|(_, u)| *u).collect();
+    let purposes = [
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        rcgen::ExtendedKeyUsagePurpose::Any,
+    ];
+    let bits = c.byte();
+    params.extended_key_usages =
+        purposes.iter().enumerate().filter(|(i, _)| bits & (1 << i) != 0).map(|(_, p)| p.clone()).collect();
+    if c.byte() % 3 == 0 {
+        let arc = c.byte() as u64;
+        params.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(&[1, 2, 3, arc], vec![5, 0])];
+    }
+    if let Ok(request) = params.serialize_request(&env.requester) {
+        csr(request.der());
     }
 }
 

@@ -42,6 +42,14 @@ impl SoftSigner {
         SoftSigner { key: SoftKey::Ec(key), algorithm, public, pkcs8 }
     }
 
+    /// An EC P-256 signer from a PKCS#8 DER key (e.g. made by OpenSSL).
+    pub fn ec_from_pkcs8(pkcs8: Vec<u8>) -> SoftSigner {
+        let rng = SystemRandom::new();
+        let key = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8, &rng).unwrap();
+        let public = key.public_key().as_ref().to_vec();
+        SoftSigner { key: SoftKey::Ec(key), algorithm: KeyAlgorithm::EcdsaP256Sha256, public, pkcs8 }
+    }
+
     pub fn p256() -> SoftSigner {
         SoftSigner::ec(KeyAlgorithm::EcdsaP256Sha256)
     }
