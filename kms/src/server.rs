@@ -320,6 +320,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         core: core.clone(),
         metrics: metrics.clone(),
         client_error_detail: config.logging.client_error_detail,
+        max_message_bytes: config.server.max_message_bytes,
     };
     let limit = config.server.max_message_bytes;
     let admin = AdminServiceServer::new(AdminApi::new(shared.clone()))

@@ -95,14 +95,30 @@ pub async fn anonymous(setup: &Setup, server: &Server) -> CertificateServiceClie
     CertificateServiceClient::new(channel)
 }
 
-/// Creates the issuing CA in the token, has the harness root sign it,
-/// activates it, and creates the escrow key. Returns the chain file
-/// (issuing CA, PEM) for `openssl verify -untrusted`.
+/// Creates the issuing CA [`ISSUER`] in the token, has the harness root
+/// sign it, activates it, and creates the escrow key. Returns the issuing
+/// CA's certificate file (PEM) for `openssl verify -untrusted`.
 pub async fn stand_up_ca(setup: &Setup, server: &Server, key_type: &str) -> PathBuf {
+    let issuing = add_issuer(setup, server, ISSUER, key_type).await;
+    let mut keys = KeyServiceClient::new(setup.channel(server, "security_officer").await);
+    keys.create_key(pb::CreateKeyRequest {
+        name: ESCROW_KEY.into(),
+        algorithm: pb::KeyAlgorithm::Aes256 as i32,
+        purpose: pb::KeyPurpose::Escrow as i32,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    issuing
+}
+
+/// Creates and activates issuer `name` (key of `key_type` in the token,
+/// certificate from the harness root); returns its certificate file.
+pub async fn add_issuer(setup: &Setup, server: &Server, name: &str, key_type: &str) -> PathBuf {
     let mut so = certs_client(setup, server, "security_officer").await;
     let created = so
         .create_issuer(pb::CreateIssuerRequest {
-            name: ISSUER.into(),
+            name: name.into(),
             common_name: "Hangzhou Transit Issuing CA 2026".into(),
             organization: "Hangzhou City Card".into(),
             country: "CN".into(),
@@ -115,13 +131,13 @@ pub async fn stand_up_ca(setup: &Setup, server: &Server, key_type: &str) -> Path
     assert_eq!(issuer.state, pb::IssuerState::Pending as i32);
     let dir = setup.dir.path();
     // The CSR is signed by the HSM key: OpenSSL checks it.
-    let csr_path = write(dir, "issuer.csr", &created.csr);
+    let csr_path = write(dir, &format!("{name}.csr"), &created.csr);
     openssl_ok(dir, &["req", "-inform", "DER", "-in", &csr_path.display().to_string(), "-verify", "-noout"]);
     let cert_pem = setup.pki.sign_issuing_ca(&created.csr);
     let root = std::fs::read(&setup.pki.ca_pem).unwrap();
     let active = so
         .activate_issuer(pb::ActivateIssuerRequest {
-            name: ISSUER.into(),
+            name: name.into(),
             certificate: cert_pem.clone().into_bytes(),
             chain: root,
         })
@@ -129,28 +145,19 @@ pub async fn stand_up_ca(setup: &Setup, server: &Server, key_type: &str) -> Path
         .unwrap()
         .into_inner();
     assert_eq!(active.state, pb::IssuerState::Active as i32);
-    assert_eq!(active.crl_url, format!("http://crl.test/crl/{ISSUER}.crl"));
+    assert_eq!(active.crl_url, format!("http://crl.test/crl/{name}.crl"));
+    assert_eq!(active.key_type, key_type);
     // Activating twice is refused and changes nothing.
     let again = so
         .activate_issuer(pb::ActivateIssuerRequest {
-            name: ISSUER.into(),
+            name: name.into(),
             certificate: cert_pem.clone().into_bytes(),
             chain: vec![],
         })
         .await
         .unwrap_err();
     assert_eq!(again.code(), Code::FailedPrecondition, "{again:?}");
-
-    let mut keys = KeyServiceClient::new(setup.channel(server, "security_officer").await);
-    keys.create_key(pb::CreateKeyRequest {
-        name: ESCROW_KEY.into(),
-        algorithm: pb::KeyAlgorithm::Aes256 as i32,
-        purpose: pb::KeyPurpose::Escrow as i32,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    write(dir, "issuing.pem", cert_pem)
+    write(dir, &format!("{name}.pem"), cert_pem)
 }
 
 /// The client certificate file with its chain, for mTLS as an issued cert.

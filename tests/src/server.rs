@@ -41,6 +41,9 @@ pub struct Setup {
     pub dir: tempfile::TempDir,
     /// The CA the server trusts for clients (and that signed its certificate).
     pub pki: TestPki,
+    /// An external CA (the ministry's reader CA) whose certificates may
+    /// authorize a reader's enrollment (`[ca] external_trust_anchors`).
+    pub ministry: TestPki,
     /// The token.
     pub token: Token,
     /// The database.
@@ -60,10 +63,11 @@ impl Setup {
     pub async fn with_module(module: Module, kind: DbKind) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let pki = TestPki::new(dir.path(), "city");
+        let ministry = TestPki::new(dir.path(), "ministry");
         let label = format!("kms-{}", crate::unique(4));
         let token = Token::new(module, dir.path(), &label);
         let db = TestDb::new(kind, dir.path()).await;
-        Setup { dir, pki, token, db, extra_config: String::new() }
+        Setup { dir, pki, ministry, token, db, extra_config: String::new() }
     }
 
     /// Writes the configuration file and returns its path.
@@ -108,6 +112,8 @@ listen = "127.0.0.1:0"
 profiles_dir = "{cert_profiles}"
 crl_base_url = "http://crl.test/crl"
 escrow_key = "city/3301/ca/escrow"
+external_trust_anchors = ["{ministry}"]
+external_tenant = "city-3301"
 
 [logging]
 level = "info,kms=debug"
@@ -126,6 +132,7 @@ level = "info,kms=debug"
             policies = workspace_root().join("policies").display(),
             profiles = workspace_root().join("profiles").display(),
             cert_profiles = workspace_root().join("policies/certificates").display(),
+            ministry = self.ministry.ca_pem.display(),
             extra = self.extra_config,
         );
         std::fs::write(&path, text).unwrap();

@@ -13,11 +13,12 @@ use kms_proto::v1 as pb;
 use kms_proto::v1::admin_service_client::AdminServiceClient;
 use kms_proto::v1::certificate_service_client::CertificateServiceClient;
 use kms_tests::ca::{
-    ISSUER, anonymous, certs_client, client_with_chain, make_csr, openssl, openssl_ok, pem, stand_up_ca, write,
+    ISSUER, add_issuer, anonymous, certs_client, client_with_chain, make_csr, openssl, openssl_ok, pem, stand_up_ca,
+    write,
 };
 use kms_tests::server::{Server, Setup};
 use kms_tests::token::Module;
-use kms_tests::{DbKind, http_get_bytes};
+use kms_tests::{DbKind, http_get, http_get_bytes};
 use tonic::Code;
 
 async fn count_certificates(setup: &Setup, server: &Server) -> usize {
@@ -164,6 +165,59 @@ async fn issuing_ca_in_the_hsm_issues_server_and_client_certificates() {
             .count();
         assert!(failed >= 7, "refusals were not audited ({failed})");
 
+        // A second issuer (RSA-3072 key in the token) is active alongside;
+        // retiring the first stops its issuance but not its CRL.
+        let rsa_issuing = add_issuer(&setup, &server, "city-3301-2027", "rsa-3072").await;
+        let csr = make_csr(&dir, "web2", "ec", "/CN=kms2.city.example", &[]);
+        let issued = op
+            .issue_server_certificate(pb::IssueServerCertificateRequest {
+                csr: csr.der.clone(),
+                issuer: "city-3301-2027".into(),
+                names: vec!["kms2.city.example".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let path = write(&dir, "web2.pem", pem("CERTIFICATE", &issued.certificate.as_ref().unwrap().der));
+        let rsa_untrusted = rsa_issuing.display().to_string();
+        let out =
+            openssl_ok(&dir, &["verify", "-CAfile", &root, "-untrusted", &rsa_untrusted, &path.display().to_string()]);
+        assert!(out.contains("OK"), "{out}");
+        let text = openssl_ok(&dir, &["x509", "-in", &path.display().to_string(), "-noout", "-text"]);
+        assert!(text.contains("sha256WithRSAEncryption"), "{text}");
+        let mut so = certs_client(&setup, &server, "security_officer").await;
+        let retired = so.retire_issuer(pb::RetireIssuerRequest { name: ISSUER.into() }).await.unwrap().into_inner();
+        assert_eq!(retired.state, pb::IssuerState::Retired as i32);
+        let err = op
+            .issue_server_certificate(pb::IssueServerCertificateRequest {
+                csr: csr.der.clone(),
+                issuer: ISSUER.into(),
+                names: vec!["kms2.city.example".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+        let crl = http_get_bytes(server.ops_port, &format!("/crl/{ISSUER}.crl"));
+        let crl_path = write(&dir, "retired.crl", &crl);
+        let out = openssl_ok(
+            &dir,
+            &[
+                "crl",
+                "-inform",
+                "DER",
+                "-in",
+                &crl_path.display().to_string(),
+                "-CAfile",
+                &untrusted,
+                "-noout",
+                "-verify",
+            ],
+        );
+        assert!(out.contains("verify OK"), "{out}");
+        assert!(http_get(server.ops_port, "/crl/no-such-issuer.crl").starts_with("HTTP/1.1 404"));
+
         // Policy: an issuance partner may not issue certificates.
         let mut partner = certs_client(&setup, &server, "issuance_partner").await;
         let err = partner
@@ -240,6 +294,19 @@ async fn reader_enrolls_with_a_token_gets_dual_certificates_and_is_revoked() {
     } else {
         assert!(got.encryption.is_none() && got.encryption_key_envelope.is_empty());
     }
+
+    // An expired token is refused (and says so).
+    let t3 = op.create_enrollment_token(token("R3301000125")).await.unwrap().into_inner();
+    let store = Store::connect(&DatabaseConfig::for_url(&setup.db.url)).await.unwrap();
+    sqlx::query("UPDATE enrollment_tokens SET expires_at = 1 WHERE id = $1")
+        .bind(&t3.token_id)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let late = make_csr(&dir, "late", "ec", "/CN=R3301000125", &[]);
+    let err = anon.enroll_reader(enroll(late.der.clone(), t3.token.clone(), false)).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("expired"), "{}", err.message());
 
     // The token is spent.
     let err = anon.enroll_reader(enroll(reader.der.clone(), t1.token.clone(), dual)).await.unwrap_err();
@@ -396,4 +463,80 @@ fn check_envelope(
     let from_cert = openssl_ok(dir, &["x509", "-in", &enc_path.display().to_string(), "-noout", "-pubkey"]);
     assert_eq!(from_key.trim(), from_cert.trim(), "the enveloped key is not the encryption certificate's");
     enc_path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reader_enrolls_with_an_external_ministry_certificate() {
+    let setup = Setup::new(DbKind::Sqlite).await;
+    let server = setup.start();
+    let dir = setup.dir.path().to_owned();
+    let issuing = stand_up_ca(&setup, &server, "ec-p256").await;
+    let mut anon = anonymous(&setup, &server).await;
+    // The reader holds a certificate of the ministry's CA (a configured
+    // external trust anchor) and signs its CSR for the city CA with it.
+    let ministry = setup.ministry.client("R3301000555", None, None);
+    openssl_ok(&dir, &["x509", "-in", &ministry.cert.display().to_string(), "-outform", "DER", "-out", "ministry.der"]);
+    let ministry_der = std::fs::read(dir.join("ministry.der")).unwrap();
+    let sign = |csr: &[u8], stem: &str, key: &Path| {
+        let csr_path = write(&dir, &format!("{stem}.bin"), csr);
+        let sig = dir.join(format!("{stem}.sig"));
+        openssl_ok(
+            &dir,
+            &[
+                "dgst",
+                "-sha256",
+                "-sign",
+                &key.display().to_string(),
+                "-out",
+                &sig.display().to_string(),
+                &csr_path.display().to_string(),
+            ],
+        );
+        std::fs::read(sig).unwrap()
+    };
+    let external = |csr: Vec<u8>, certificates: Vec<Vec<u8>>, csr_signature: Vec<u8>| pb::EnrollReaderRequest {
+        csr,
+        authorization: Some(pb::enroll_reader_request::Authorization::External(pb::ExternalCredential {
+            certificates,
+            csr_signature,
+        })),
+        ..Default::default()
+    };
+    let csr = make_csr(&dir, "ext-reader", "ec", "/CN=R3301000555", &[]);
+
+    // A signature over other bytes, a certificate of a CA that is not an
+    // external anchor, and a CSR for another reader are all refused.
+    let wrong = sign(b"something else", "wrong", &ministry.key);
+    let err = anon.enroll_reader(external(csr.der.clone(), vec![ministry_der.clone()], wrong)).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    let city = setup.pki.client("R3301000555", None, None);
+    openssl_ok(&dir, &["x509", "-in", &city.cert.display().to_string(), "-outform", "DER", "-out", "city.der"]);
+    let city_der = std::fs::read(dir.join("city.der")).unwrap();
+    let sig = sign(&csr.der, "city", &city.key);
+    let err = anon.enroll_reader(external(csr.der.clone(), vec![city_der], sig)).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    let other = make_csr(&dir, "ext-other", "ec", "/CN=R3301000556", &[]);
+    let sig = sign(&other.der, "other", &ministry.key);
+    let err = anon.enroll_reader(external(other.der.clone(), vec![ministry_der.clone()], sig)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("subject_mismatch"), "{}", err.message());
+
+    let sig = sign(&csr.der, "good", &ministry.key);
+    let got = anon.enroll_reader(external(csr.der.clone(), vec![ministry_der], sig)).await.unwrap().into_inner();
+    let cert = got.signing.unwrap().certificate.unwrap();
+    assert_eq!((cert.role.as_str(), cert.tenant.as_str()), ("reader", "city-3301"));
+    assert!(cert.requested_by.starts_with("external:R3301000555"), "{}", cert.requested_by);
+    let path = write(&dir, "ext.pem", pem("CERTIFICATE", &cert.der));
+    let out = openssl_ok(
+        &dir,
+        &[
+            "verify",
+            "-CAfile",
+            &setup.pki.ca_pem.display().to_string(),
+            "-untrusted",
+            &issuing.display().to_string(),
+            &path.display().to_string(),
+        ],
+    );
+    assert!(out.contains("OK"), "{out}");
 }

@@ -408,11 +408,23 @@ impl CertificateService for CertificateApi {
     }
 
     async fn get_crl(&self, request: Request<pb::GetCrlRequest>) -> Result<Response<pb::GetCrlResponse>, Status> {
+        let limit = self.shared.max_message_bytes;
         self.shared
             .handle("CertificateService/GetCrl", request, |core, principal, req| async move {
                 let proof =
                     core.authorize::<authz::GetCaMaterial>(&principal, &Resource::Issuer(req.issuer.clone())).await?;
                 let c = core.get_crl(&proof, &req.issuer).await?;
+                // why: a CRL of a hundred thousand entries is several MB; say
+                // where to get it rather than fail in the encoder.
+                if c.der.len() + 1024 > limit {
+                    return Err(Error::FailedPrecondition(format!(
+                        "the CRL of {} is {} bytes, more than a response may carry (server.max_message_bytes = \
+                         {limit}); fetch it from /crl/{}.crl on the ops listener",
+                        req.issuer,
+                        c.der.len(),
+                        req.issuer
+                    )));
+                }
                 Ok(pb::GetCrlResponse {
                     crl: c.der,
                     number: u64::try_from(c.number).unwrap_or(0),

@@ -35,6 +35,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Whether internal error detail goes to clients.
     pub client_error_detail: bool,
+    /// `server.max_message_bytes`: the largest response a call may send.
+    pub max_message_bytes: usize,
 }
 
 impl Shared {
