@@ -331,7 +331,15 @@ fn fingerprint(serial: &[u8]) -> u64 {
         word[..chunk.len()].copy_from_slice(chunk);
         h = (h.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(0x517c_c1b7_2722_0a95);
     }
-    h ^ (h >> 29)
+    // why: the set indexes buckets by the low bits, and a multiply only
+    // carries upwards, so serials differing only in their last bytes (as
+    // sequential ones do) used to land in a few buckets and make the check
+    // quadratic. MurmurHash3's fmix64 spreads every input bit over all 64.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
 }
 
 /// Hashes a `u64` fingerprint to itself.
