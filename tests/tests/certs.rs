@@ -80,6 +80,17 @@ async fn issuing_ca_in_the_hsm_issues_server_and_client_certificates() {
             assert!(text.contains(needle), "{needle} missing:\n{text}");
         }
 
+        // The chain as the service hands it out: issuing CA, then root.
+        let chain = op.get_ca_chain(pb::GetCaChainRequest { issuer: ISSUER.into() }).await.unwrap().into_inner();
+        assert_eq!(chain.certificates.len(), 2);
+        assert_eq!(chain.pem.matches("BEGIN CERTIFICATE").count(), 2);
+        let chain_path = write(&dir, "served-chain.pem", &chain.pem);
+        let out = openssl_ok(
+            &dir,
+            &["verify", "-CAfile", &root, "-untrusted", &chain_path.display().to_string(), &path.display().to_string()],
+        );
+        assert!(out.contains("OK"), "{out}");
+
         // client-tls: the role comes from the request and the profile, not
         // the CSR; the certificate authenticates to the service over mTLS.
         let csr = make_csr(&dir, "bureau", "ec", "/CN=bureau-7", &[]);
@@ -131,6 +142,25 @@ async fn issuing_ca_in_the_hsm_issues_server_and_client_certificates() {
                 "role",
             ),
             ("not DER at all", b"hello".to_vec(), "server-tls", "csr"),
+            (
+                "subject attribute outside the profile",
+                make_csr(&dir, "subj", "ec", "/CN=subj.city.example/serialNumber=12345", &[]).der,
+                "server-tls",
+                "subject_not_allowed",
+            ),
+            (
+                "wildcard name",
+                make_csr(
+                    &dir,
+                    "wild",
+                    "ec",
+                    "/CN=wild.city.example",
+                    &["-addext", "subjectAltName=DNS:*.city.example"],
+                )
+                .der,
+                "server-tls",
+                "san_not_allowed",
+            ),
         ];
         for (what, der, profile, needle) in cases {
             let err = op
@@ -163,7 +193,7 @@ async fn issuing_ca_in_the_hsm_issues_server_and_client_certificates() {
             .into_iter()
             .filter(|r| r.action == "certs.IssueCertificate" && r.outcome == "failed")
             .count();
-        assert!(failed >= 7, "refusals were not audited ({failed})");
+        assert!(failed >= 9, "refusals were not audited ({failed})");
 
         // A second issuer (RSA-3072 key in the token) is active alongside;
         // retiring the first stops its issuance but not its CRL.
