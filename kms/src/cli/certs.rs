@@ -642,11 +642,12 @@ pub struct TokenCreateArgs {
     /// enrollment (--profile reader-sign --profile reader-encrypt).
     #[arg(long = "profile", value_name = "PROFILE", required = true)]
     pub profiles: Vec<String>,
-    /// Issuer to enroll under (default: the newest active issuer).
+    /// Issuer to enroll under (default: the newest active issuer now; the
+    /// token stays bound to it).
     #[arg(long, value_parser = parse_issuer_name)]
     pub issuer: Option<String>,
     /// Lifetime, e.g. 30m, 24h, 7d (default: the service's ca.token_default_ttl_secs;
-    /// capped by ca.token_max_ttl_secs).
+    /// longer than ca.token_max_ttl_secs is refused).
     #[arg(long, value_parser = parse_duration)]
     pub ttl: Option<Duration>,
 }
@@ -684,7 +685,9 @@ pub struct EnrollArgs {
     /// Encryption profile with --dual (default: reader-encrypt).
     #[arg(long, requires = "dual")]
     pub encryption_profile: Option<String>,
-    /// Requested validity in days (default: the profile's; capped by it).
+    /// Requested validity in days (default: the profile's; more than the
+    /// profile's maximum is refused, validity_too_long). The certificate
+    /// ends no later than its issuing CA's certificate.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub validity_days: Option<u32>,
     /// Directory to write signing.crt, chain.pem and, with --dual,
@@ -745,7 +748,9 @@ pub struct IssueArgs {
     /// Issuer (default: the newest active issuer).
     #[arg(long, value_parser = parse_issuer_name)]
     pub issuer: Option<String>,
-    /// Requested validity in days (default: the profile's; capped by it).
+    /// Requested validity in days (default: the profile's; more than the
+    /// profile's maximum is refused, validity_too_long). The certificate
+    /// ends no later than its issuing CA's certificate.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub validity_days: Option<u32>,
     /// Where to write the certificate (PEM).
