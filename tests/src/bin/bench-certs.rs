@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::Attribute;
 use cryptoki::session::UserType;
@@ -31,41 +30,25 @@ use kms::config::DatabaseConfig;
 use kms::store::Store;
 use kms_proto::v1 as pb;
 use kms_tests::DbKind;
+use kms_tests::bench::{Common, RawArgs, module_name, percentile, raw_args, raw_in_child, service_config};
 use kms_tests::ca::{ISSUER, certs_client, stand_up_ca};
 use kms_tests::server::{Server, Setup};
 use kms_tests::token::Module;
-use secrecy::SecretString;
 
 struct Args {
-    modules: Vec<Module>,
-    seconds: u64,
-    threads: usize,
+    common: Common,
     clients: usize,
     crl_sizes: Vec<u64>,
-    sqlite_sync: &'static str,
 }
 
 fn args() -> Args {
-    let mut a = Args {
-        modules: vec![Module::SoftHsm, Module::HsmSim],
-        seconds: 5,
-        threads: 2,
-        clients: 4,
-        crl_sizes: vec![10_000, 100_000],
-        sqlite_sync: "full",
-    };
+    let mut a = Args { common: Common::new(5), clients: 4, crl_sizes: vec![10_000, 100_000] };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
+        if a.common.take(&arg, &mut it) {
+            continue;
+        }
         match arg.as_str() {
-            "--module" => {
-                a.modules = vec![match it.next().as_deref() {
-                    Some("softhsm") => Module::SoftHsm,
-                    Some("hsm-sim") => Module::HsmSim,
-                    other => panic!("--module softhsm|hsm-sim, not {other:?}"),
-                }]
-            }
-            "--seconds" => a.seconds = it.next().and_then(|s| s.parse().ok()).expect("--seconds N"),
-            "--threads" => a.threads = it.next().and_then(|s| s.parse().ok()).expect("--threads N"),
             "--clients" => a.clients = it.next().and_then(|s| s.parse().ok()).expect("--clients N"),
             "--crl-sizes" => {
                 a.crl_sizes = it
@@ -75,21 +58,12 @@ fn args() -> Args {
                     .map(|s| s.parse().expect("--crl-sizes N,N"))
                     .collect()
             }
-            "--sqlite-sync" => {
-                a.sqlite_sync = match it.next().as_deref() {
-                    Some("full") => "full",
-                    Some("normal") => "normal",
-                    other => panic!("--sqlite-sync full|normal, not {other:?}"),
-                }
-            }
             "raw" => {
                 raw_child(it.collect());
                 std::process::exit(0);
             }
             "--help" | "-h" => {
-                println!(
-                    "bench-certs [--module softhsm|hsm-sim] [--seconds N] [--threads N] [--clients N] [--crl-sizes 10000,100000] [--sqlite-sync full|normal]"
-                );
+                println!("bench-certs {} [--clients N] [--crl-sizes 10000,100000]", Common::USAGE);
                 std::process::exit(0);
             }
             other => panic!("unknown argument {other}"),
@@ -102,19 +76,7 @@ fn args() -> Args {
 /// P-256 key pair in the token, then ECDSA signatures of SHA-256 digests on
 /// `threads` sessions; prints signatures/second.
 fn raw_child(args: Vec<String>) {
-    let [module, label, pin, seconds, threads]: [String; 5] =
-        args.try_into().expect("raw MODULE LABEL PIN SECONDS THREADS");
-    let seconds: u64 = seconds.parse().unwrap();
-    let threads: usize = threads.parse().unwrap();
-    let ctx = Pkcs11::new(&module).unwrap();
-    ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)).unwrap();
-    let slot = ctx
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| ctx.get_token_info(*s).map(|i| i.label().trim_end() == label).unwrap_or(false))
-        .unwrap();
-    let pin = SecretString::from(pin);
+    let RawArgs { ctx, slot, pin, seconds, threads } = raw_args(args);
     let setup = ctx.open_rw_session(slot).unwrap();
     setup.login(UserType::User, Some(&pin)).unwrap();
     let p256 = vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
@@ -163,41 +125,17 @@ struct Row {
     crl: Vec<(u64, Duration, usize)>,
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
 async fn bench(module: Module, a: &Args) -> Row {
     let setup = Setup::with_module(module, DbKind::Sqlite).await;
     // (a) the raw signature loop.
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .arg("raw")
-        .arg(module.path())
-        .arg(&setup.token.label)
-        .arg(&setup.token.pin)
-        .arg(a.seconds.to_string())
-        .arg(a.threads.to_string())
-        .envs(setup.token.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "raw loop: {}", String::from_utf8_lossy(&out.stderr));
-    let raw: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let raw = raw_in_child(&setup, module, &a.common);
 
     // (b) the service.
-    let config = setup.write_config();
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("pool_size = 2", &format!("pool_size = {}", a.threads))
-        .replace("level = \"info,kms=debug\"", "level = \"warn\"")
-        .replace("[database]\n", &format!("[database]\nsqlite_synchronous = \"{}\"\n", a.sqlite_sync));
-    std::fs::write(&config, text).unwrap();
+    let config = service_config(&setup, &a.common);
     let server = Server::spawn(&config, setup.dir.path());
     stand_up_ca(&setup, &server, "ec-p256").await;
     let csrs: Arc<Vec<Vec<u8>>> = Arc::new((0..64).map(csr_der).collect());
-    let deadline = Instant::now() + Duration::from_secs(a.seconds);
+    let deadline = Instant::now() + Duration::from_secs(a.common.seconds);
     let mut tasks = Vec::new();
     for t in 0..a.clients {
         let mut op = certs_client(&setup, &server, "operator").await;
@@ -279,16 +217,7 @@ async fn bench(module: Module, a: &Args) -> Row {
         crl.push((size + round as u64 + 1, took, der.len()));
     }
     drop(server);
-    Row {
-        module: match module {
-            Module::SoftHsm => "SoftHSM 2.6",
-            Module::HsmSim => "hsm-sim",
-        },
-        raw,
-        service,
-        p50: percentile(&lat, 0.5),
-        crl,
-    }
+    Row { module: module_name(module), raw, service, p50: percentile(&lat, 0.5), crl }
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -297,10 +226,10 @@ async fn main() {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     println!(
         "bench-certs: {cores} cores; {} s per measurement; raw loop on {} threads; service with {} sessions and {} clients; SQLite synchronous={}",
-        a.seconds, a.threads, a.threads, a.clients, a.sqlite_sync
+        a.common.seconds, a.common.threads, a.common.threads, a.clients, a.common.sqlite_sync
     );
     let mut rows = Vec::new();
-    for &m in &a.modules {
+    for &m in &a.common.modules {
         rows.push(bench(m, &a).await);
     }
     println!();

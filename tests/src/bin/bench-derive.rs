@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::vendor_defined::VendorDefinedMechanism;
 use cryptoki::object::{Attribute, KeyType, ObjectClass};
@@ -29,9 +28,9 @@ use cryptoki::session::UserType;
 use kms_proto::v1 as pb;
 use kms_proto::v1::key_service_client::KeyServiceClient;
 use kms_tests::DbKind;
+use kms_tests::bench::{Common, RawArgs, module_name, percentile, raw_args, raw_in_child, service_config};
 use kms_tests::server::Setup;
 use kms_tests::token::{Module, SeedKey};
-use secrecy::SecretString;
 
 const ROLES: [&str; 11] = ["dcck", "dcmk", "damk", "dpk", "dlk", "dtk", "dulk", "duk", "dpuk", "drpk", "diak"];
 const KEK_IMPORT: [u8; 16] = [0x11; 16];
@@ -39,52 +38,27 @@ const KEK_EXPORT: [u8; 16] = [0x22; 16];
 const MK: [u8; 16] = [0x01, 0x23, 0x45, 0x67, 0x89, 0xAB, 0xCD, 0xEF, 0xFE, 0xDC, 0xBA, 0x98, 0x76, 0x54, 0x32, 0x10];
 
 struct Args {
-    modules: Vec<Module>,
-    seconds: u64,
+    common: Common,
     cards: u64,
-    threads: usize,
     chunk: usize,
-    sqlite_sync: &'static str,
 }
 
 fn args() -> Args {
-    let mut a = Args {
-        modules: vec![Module::SoftHsm, Module::HsmSim],
-        seconds: 4,
-        cards: 5000,
-        threads: 2,
-        chunk: 64,
-        sqlite_sync: "full",
-    };
+    let mut a = Args { common: Common::new(4), cards: 5000, chunk: 64 };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
+        if a.common.take(&arg, &mut it) {
+            continue;
+        }
         match arg.as_str() {
-            "--module" => {
-                a.modules = vec![match it.next().as_deref() {
-                    Some("softhsm") => Module::SoftHsm,
-                    Some("hsm-sim") => Module::HsmSim,
-                    other => panic!("--module softhsm|hsm-sim, not {other:?}"),
-                }]
-            }
-            "--seconds" => a.seconds = it.next().and_then(|s| s.parse().ok()).expect("--seconds N"),
             "--cards" => a.cards = it.next().and_then(|s| s.parse().ok()).expect("--cards N"),
-            "--threads" => a.threads = it.next().and_then(|s| s.parse().ok()).expect("--threads N"),
             "--chunk" => a.chunk = it.next().and_then(|s| s.parse().ok()).expect("--chunk N"),
-            "--sqlite-sync" => {
-                a.sqlite_sync = match it.next().as_deref() {
-                    Some("full") => "full",
-                    Some("normal") => "normal",
-                    other => panic!("--sqlite-sync full|normal, not {other:?}"),
-                }
-            }
             "raw" => {
                 raw_child(it.collect());
                 std::process::exit(0);
             }
             "--help" | "-h" => {
-                println!(
-                    "bench-derive [--module softhsm|hsm-sim] [--seconds N] [--cards N] [--threads N] [--chunk N] [--sqlite-sync full|normal]"
-                );
+                println!("bench-derive {} [--cards N] [--chunk N]", Common::USAGE);
                 std::process::exit(0);
             }
             other => panic!("unknown argument {other}"),
@@ -96,19 +70,7 @@ fn args() -> Args {
 /// The raw loop, run in a child process so the module's environment can be
 /// set for it: prints keys/second.
 fn raw_child(args: Vec<String>) {
-    let [module, label, pin, seconds, threads]: [String; 5] =
-        args.try_into().expect("raw MODULE LABEL PIN SECONDS THREADS");
-    let seconds: u64 = seconds.parse().unwrap();
-    let threads: usize = threads.parse().unwrap();
-    let ctx = Pkcs11::new(&module).unwrap();
-    ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)).unwrap();
-    let slot = ctx
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| ctx.get_token_info(*s).map(|i| i.label().trim_end() == label).unwrap_or(false))
-        .unwrap();
-    let pin = SecretString::from(pin);
+    let RawArgs { ctx, slot, pin, seconds, threads } = raw_args(args);
     let keys = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(seconds);
     std::thread::scope(|scope| {
@@ -164,13 +126,6 @@ fn raw_child(args: Vec<String>) {
     println!("{}", keys.load(Ordering::Relaxed) as f64 / seconds as f64);
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
 struct Row {
     module: &'static str,
     raw: f64,
@@ -203,29 +158,12 @@ async fn bench(module: Module, a: &Args) -> Row {
     ]);
 
     // (a) raw loop, in a child process with the module's environment.
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .arg("raw")
-        .arg(module.path())
-        .arg(&setup.token.label)
-        .arg(&setup.token.pin)
-        .arg(a.seconds.to_string())
-        .arg(a.threads.to_string())
-        .envs(setup.token.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "raw loop: {}", String::from_utf8_lossy(&out.stderr));
-    let raw: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let raw = raw_in_child(&setup, module, &a.common);
 
     // (b) the service, with as many HSM sessions as raw threads.
     let mut setup = setup;
     setup.extra_config = format!("[derive]\nbatch_chunk = {}\n", a.chunk);
-    let config = setup.write_config();
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("pool_size = 2", &format!("pool_size = {}", a.threads))
-        .replace("level = \"info,kms=debug\"", "level = \"warn\"")
-        .replace("[database]\n", &format!("[database]\nsqlite_synchronous = \"{}\"\n", a.sqlite_sync));
-    std::fs::write(&config, text).unwrap();
+    let config = service_config(&setup, &a.common);
     let server = kms_tests::server::Server::spawn(&config, setup.dir.path());
     let mut so = KeyServiceClient::new(setup.channel(&server, "security_officer").await);
     for (name, label, purpose) in [
@@ -269,9 +207,9 @@ async fn bench(module: Module, a: &Args) -> Row {
     let card = |n: u64| pb::CardIdentifiers { asn: format!("{n:016X}"), ..Default::default() };
 
     // Single-card calls from `threads` concurrent clients.
-    let deadline = Instant::now() + Duration::from_secs(a.seconds);
+    let deadline = Instant::now() + Duration::from_secs(a.common.seconds);
     let mut tasks = Vec::new();
-    for t in 0..a.threads {
+    for t in 0..a.common.threads {
         let mut partner = KeyServiceClient::new(setup.channel(&server, "issuance_partner").await);
         let transport = transport.clone();
         tasks.push(tokio::spawn(async move {
@@ -342,17 +280,7 @@ async fn bench(module: Module, a: &Args) -> Row {
     assert_eq!(done, total);
     let batch = (done * ROLES.len() as u64) as f64 / started.elapsed().as_secs_f64();
     drop(server);
-    Row {
-        module: match module {
-            Module::SoftHsm => "SoftHSM 2.6",
-            Module::HsmSim => "hsm-sim",
-        },
-        raw,
-        single,
-        p50: percentile(&lat, 0.50),
-        p99: percentile(&lat, 0.99),
-        batch,
-    }
+    Row { module: module_name(module), raw, single, p50: percentile(&lat, 0.50), p99: percentile(&lat, 0.99), batch }
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -361,7 +289,7 @@ async fn main() {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     println!(
         "bench-derive: profile mohurd-epurse (11 DES2 keys per card), {} HSM threads/sessions, {cores} cores",
-        a.threads
+        a.common.threads
     );
     println!(
         "per key: derive (CKM_DES3_ECB_ENCRYPT_DATA) + KCV + AES key wrap + destroy; service: mTLS gRPC, SQLite, audit"
@@ -369,7 +297,7 @@ async fn main() {
     println!();
     println!("| module | raw loop keys/s | single calls keys/s | ratio | p50 | p99 | batch stream keys/s | ratio |");
     println!("|---|---|---|---|---|---|---|---|");
-    for m in &a.modules {
+    for m in &a.common.modules {
         let r = bench(*m, &a).await;
         println!(
             "| {} | {:.0} | {:.0} | {:.2} | {:.2} ms | {:.2} ms | {:.0} | {:.2} |",
