@@ -887,8 +887,8 @@ async fn certs_a_reader_enrolls_renews_and_is_revoked() {
     // Page by page (one certificate a page) gives the same; --limit stops early.
     assert_eq!(json_lines(&auditor.ok(&["certs", "list"], &["--json", "--page-size", "1"])).len(), readers);
     assert_eq!(json_lines(&auditor.ok(&["certs", "list"], &["--json", "--page-size", "1", "--limit", "2"])).len(), 2);
-    assert_eq!(auditor.ok(&["certs", "list"], &["--expires-within", "30d"]), "no certificates\n");
-    assert_eq!(json_lines(&auditor.ok(&["certs", "list"], &["--json", "--expires-within", "32d"])).len(), 1);
+    assert_eq!(auditor.ok(&["certs", "list"], &["--expires-within", "29d"]), "no certificates\n");
+    assert_eq!(json_lines(&auditor.ok(&["certs", "list"], &["--json", "--expires-within", "31d"])).len(), 1);
     assert_eq!(
         json_lines(&auditor.ok(&["certs", "list"], &["--json", "--expires-before", "2100-01-01"])).len(),
         readers
