@@ -30,10 +30,13 @@ use cryptoki_sys::{CK_C_WrapKey, CK_FUNCTION_LIST_PTR, CK_MECHANISM, CK_MECHANIS
 use super::HsmError;
 
 /// Turns any mechanism number into cryptoki's `MechanismType`.
+///
+/// why: not `MechanismType::try_from` first: for every number cryptoki has
+/// no name for (`CKM_DES3_ECB_ENCRYPT_DATA` among them) it logs an ERROR,
+/// which on the derivation path meant a formatted log line per derived key
+/// (an eighth of the service's CPU in a batch, and a log full of false
+/// errors). The bit pattern is the same either way.
 pub fn mechanism_type(raw: CK_MECHANISM_TYPE) -> MechanismType {
-    if let Ok(known) = MechanismType::try_from(raw) {
-        return known;
-    }
     // SAFETY: `MechanismType` is `#[repr(transparent)]` over
     // `CK_MECHANISM_TYPE` (cryptoki-0.12.1 src/mechanism/mod.rs), so every
     // `CK_MECHANISM_TYPE` value is a valid bit pattern for it; the value is
