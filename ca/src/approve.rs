@@ -468,10 +468,13 @@ fn check_binding(profile: &CertProfile, ctx: &IssueContext, subject: &Distinguis
     if cn == Some(bound.as_str()) || serial == Some(bound.as_str()) {
         return Ok(());
     }
+    let named = |v: Option<&str>| v.map(|v| format!("{v:?}")).unwrap_or_else(|| "absent".into());
     reject(
         RejectReason::SubjectMismatch,
         format!(
-            "the enrollment token is bound to {bound:?}, but the subject's CN is {cn:?} and serialNumber is {serial:?}"
+            "the enrollment is bound to reader {bound:?}, but the subject's CN is {} and its serialNumber {}",
+            named(cn),
+            named(serial)
         ),
     )
 }

@@ -424,6 +424,17 @@ fn parse_revoked(joined: &str) -> Result<Vec<RevokedRow>, StoreError> {
         .collect()
 }
 
+/// The time of `issuer`'s latest revocation (0 if none).
+pub async fn last_revocation(store: &Store, issuer: &str) -> Result<i64, StoreError> {
+    let row = sqlx::query(
+        "SELECT COALESCE(MAX(revoked_at), 0) AS t FROM certificates WHERE issuer = $1 AND status = 'revoked'",
+    )
+    .bind(issuer)
+    .fetch_one(store.pool())
+    .await?;
+    Ok(row.try_get("t")?)
+}
+
 /// The latest expiry among `issuer`'s certificates (0 if it issued none).
 pub async fn last_expiry(store: &Store, issuer: &str) -> Result<i64, StoreError> {
     let row = sqlx::query("SELECT COALESCE(MAX(not_after), 0) AS t FROM certificates WHERE issuer = $1")

@@ -109,7 +109,7 @@ pub struct CaConfig {
     /// encryption private keys are kept wrapped; dual certificates are
     /// refused while it is unset.
     pub escrow_key: Option<String>,
-    /// Largest CSR accepted, in bytes.
+    /// Largest CSR accepted, in bytes (at most the CA's own 16 KiB limit).
     pub max_csr_bytes: usize,
 }
 
@@ -508,7 +508,7 @@ impl Config {
         range("ca.crl_check_secs", self.ca.crl_check_secs, 1, 86_400)?;
         range("ca.token_max_ttl_secs", self.ca.token_max_ttl_secs, 60, 366 * 86_400)?;
         range("ca.token_default_ttl_secs", self.ca.token_default_ttl_secs, 60, self.ca.token_max_ttl_secs)?;
-        range("ca.max_csr_bytes", self.ca.max_csr_bytes as u64, 256, 64 * 1024)?;
+        range("ca.max_csr_bytes", self.ca.max_csr_bytes as u64, 256, kms_ca::MAX_CSR_SIZE as u64)?;
         kms_ca::check_identifier("ca.external_tenant", &self.ca.external_tenant)
             .map_err(|e| ConfigError::Invalid { field: "ca.external_tenant", reason: e.to_string() })?;
         if let Some(url) = &self.ca.crl_base_url

@@ -6,11 +6,13 @@
 //!   PINs in `so.pin` / `user.pin` (mode 0600);
 //! - a development CA whose ECDSA P-256 key is generated in that token and
 //!   never leaves it;
-//! - a server certificate for `localhost` / `127.0.0.1` and an `admin`
-//!   client certificate (role `operator`, tenant `dev`), both signed by the
-//!   CA in the token; their private keys are files (they are TLS keys of a
-//!   development instance, not keys the service protects);
-//! - `kms.toml` for the server, `client.toml` for the CLI, and the SQLite
+//! - a server certificate for `localhost` / `127.0.0.1`, an `admin` client
+//!   certificate (role `operator`, tenant `dev`) and an `officer` one (role
+//!   `security_officer`, for key ceremonies' online parts and issuing CAs),
+//!   all signed by the CA in the token; their private keys are files (they
+//!   are TLS keys of a development instance, not keys the service protects);
+//! - `kms.toml` for the server, `client.toml` (operator) and
+//!   `client-officer.toml` (security officer) for the CLI, and the SQLite
 //!   database.
 //!
 //! Development only: the PINs and TLS keys sit in plain files.
@@ -291,7 +293,7 @@ pub fn bootstrap(opts: &DevOptions, layout: &DevLayout) -> Result<(), DevError> 
         let ca = kms_ca::dev_root(&signer, "kms development CA", Duration::days(3650))?;
         std::fs::write(&ca_pem, ca.pem).map_err(io(&ca_pem))?;
         // A new CA invalidates certificates from an older one.
-        for f in ["server.pem", "admin.pem"] {
+        for f in ["server.pem", "admin.pem", "officer.pem"] {
             let _ = std::fs::remove_file(dir.join(f));
         }
     }
@@ -309,13 +311,16 @@ pub fn bootstrap(opts: &DevOptions, layout: &DevLayout) -> Result<(), DevError> 
         write_private(&dir.join("server.key"), key.serialize_pem().as_bytes())?;
         std::fs::write(&server_pem, format!("{}{}", cert.pem, ca_text)).map_err(io(&server_pem))?;
     }
-    let admin_pem = dir.join("admin.pem");
-    if !admin_pem.is_file() {
+    for (name, role) in CLIENTS {
+        let pem = dir.join(format!("{name}.pem"));
+        if pem.is_file() {
+            continue;
+        }
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-        let identity = kms_ca::ClientIdentity { name: "admin".into(), role: "operator".into(), tenant: "dev".into() };
+        let identity = kms_ca::ClientIdentity { name: (*name).into(), role: (*role).into(), tenant: "dev".into() };
         let cert = kms_ca::issue_client_tls(&identity, &key, &ca_der, &signer, Duration::days(825))?;
-        write_private(&dir.join("admin.key"), key.serialize_pem().as_bytes())?;
-        std::fs::write(&admin_pem, cert.pem).map_err(io(&admin_pem))?;
+        write_private(&dir.join(format!("{name}.key")), key.serialize_pem().as_bytes())?;
+        std::fs::write(&pem, cert.pem).map_err(io(&pem))?;
     }
     drop(signer);
     drop(session);
@@ -335,7 +340,7 @@ pub fn bootstrap(opts: &DevOptions, layout: &DevLayout) -> Result<(), DevError> 
          [database]\nurl = \"sqlite://kms.db\"\n\n\
          [policy]\ndir = {policy}\n\n\
          [profiles]\ndir = {profiles}\n\n\
-         [ca]\nprofiles_dir = {cert_profiles}\ncrl_base_url = \"http://{ops}/crl\"\n\n\
+         [ca]\nprofiles_dir = {cert_profiles}\ncrl_base_url = \"http://{ops}/crl\"\nescrow_key = \"dev/ca/escrow\"\n\n\
          [ops]\nlisten = \"{ops}\"\n",
         listen = opts.listen,
         module = toml_str(&layout.module),
@@ -347,14 +352,25 @@ pub fn bootstrap(opts: &DevOptions, layout: &DevLayout) -> Result<(), DevError> 
     );
     std::fs::write(&layout.config, config).map_err(io(&layout.config))?;
     let host = if opts.listen.ip().is_unspecified() { "127.0.0.1".to_owned() } else { opts.listen.ip().to_string() };
-    let client = format!(
-        "# Written by `kms dev`: how the CLI reaches the development instance.\n\
-         endpoint = \"https://{host}:{port}\"\nca = \"ca.pem\"\ncert = \"admin.pem\"\nkey = \"admin.key\"\n",
-        port = opts.listen.port()
-    );
-    std::fs::write(&layout.client_profile, client).map_err(io(&layout.client_profile))?;
+    for (name, role) in CLIENTS {
+        let client = format!(
+            "# Written by `kms dev`: how the CLI reaches the development instance as {name} ({role}).\n\
+             endpoint = \"https://{host}:{port}\"\nca = \"ca.pem\"\ncert = \"{name}.pem\"\nkey = \"{name}.key\"\n",
+            port = opts.listen.port()
+        );
+        let path = if *name == "admin" {
+            layout.client_profile.clone()
+        } else {
+            layout.client_profile.with_file_name(format!("client-{name}.toml"))
+        };
+        std::fs::write(&path, client).map_err(io(&path))?;
+    }
     Ok(())
 }
+
+/// The development client identities: file stem and role. `admin` is the
+/// default profile (`client.toml`); the others get `client-<stem>.toml`.
+const CLIENTS: &[(&str, &str)] = &[("admin", "operator"), ("officer", "security_officer")];
 
 fn pem_to_der(text: &str) -> Option<Vec<u8>> {
     use rustls_pki_types::CertificateDer;

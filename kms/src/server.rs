@@ -513,6 +513,10 @@ pub mod ops {
             Err(crate::error::Error::NotFound { what }) => {
                 (StatusCode::NOT_FOUND, format!("{what} not found\n")).into_response()
             }
+            // A pending issuer has no certificate and so no CRL yet.
+            Err(crate::error::Error::FailedPrecondition(why)) => {
+                (StatusCode::NOT_FOUND, format!("{why}\n")).into_response()
+            }
             Err(e) => {
                 tracing::error!(error = %e, issuer, "CRL not served");
                 (StatusCode::SERVICE_UNAVAILABLE, "CRL unavailable\n").into_response()

@@ -107,6 +107,18 @@ async fn issuing_ca_in_the_hsm_issues_server_and_client_certificates() {
             .into_inner();
         let client = client_with_chain(&dir, "bureau", &issued, &csr.key);
         let channel = setup.client_options(&server, &client).connect().await.unwrap();
+        // The holder renews it over mTLS: same subject and role, new key.
+        let fresh = make_csr(&dir, "bureau2", "ec", "/CN=bureau-7", &[]);
+        let renewed = CertificateServiceClient::new(channel.clone())
+            .renew_certificate(pb::RenewCertificateRequest { csr: fresh.der.clone(), dual: false })
+            .await
+            .unwrap()
+            .into_inner()
+            .signing
+            .unwrap()
+            .certificate
+            .unwrap();
+        assert_eq!((renewed.role.as_str(), renewed.profile.as_str()), ("issuance_partner", "client-tls"));
         let who = AdminServiceClient::new(channel).who_am_i(pb::WhoAmIRequest {}).await.unwrap().into_inner();
         let who = who.principal.unwrap();
         assert_eq!(
@@ -248,13 +260,39 @@ async fn issuing_ca_in_the_hsm_issues_server_and_client_certificates() {
         assert!(out.contains("verify OK"), "{out}");
         assert!(http_get(server.ops_port, "/crl/no-such-issuer.crl").starts_with("HTTP/1.1 404"));
 
-        // Policy: an issuance partner may not issue certificates.
+        // SM2 issuing CAs are refused before any key is made; a pending
+        // issuer has no CRL yet.
+        let err = so
+            .create_issuer(pb::CreateIssuerRequest {
+                name: "city-3301-sm2".into(),
+                common_name: "SM2 CA".into(),
+                key_type: "sm2".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        so.create_issuer(pb::CreateIssuerRequest {
+            name: "city-3301-next".into(),
+            common_name: "Next CA".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        assert!(http_get(server.ops_port, "/crl/city-3301-next.crl").starts_with("HTTP/1.1 404"));
+
+        // Policy: an issuance partner may not issue certificates, nor learn
+        // which serials exist.
         let mut partner = certs_client(&setup, &server, "issuance_partner").await;
         let err = partner
             .issue_server_certificate(pb::IssueServerCertificateRequest { csr: csr.der.clone(), ..Default::default() })
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+        for serial in [renewed.serial.clone(), "0123456789ABCDEF".into()] {
+            let err = partner.get_certificate(pb::GetCertificateRequest { serial }).await.unwrap_err();
+            assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+        }
     }
 }
 

@@ -673,7 +673,7 @@ async fn certs_a_reader_enrolls_renews_and_is_revoked() {
         assert_eq!(t.len(), 1);
         let mut keys: Vec<&str> = t[0].as_object().unwrap().keys().map(String::as_str).collect();
         keys.sort_unstable();
-        assert_eq!(keys, ["expires_at", "token", "token_id"]);
+        assert_eq!(keys, ["expires_at", "issuer", "token", "token_id"]);
         let secret = t[0]["token"].as_str().unwrap();
         assert!(secret.starts_with("kmset."), "{secret}");
         write(&dir, &format!("{serial}.token"), format!("{secret}\n"))

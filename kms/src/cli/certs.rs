@@ -1415,14 +1415,19 @@ fn show_enrollment(r: &pb::EnrollReaderResponse, w: &Written, json: bool) -> Str
 
 fn show_token(r: &pb::CreateEnrollmentTokenResponse, a: &TokenCreateArgs, json: bool) -> String {
     if json {
-        let v = json!({"token_id": r.token_id, "token": r.token, "expires_at": time_json(r.expires_at)});
+        let v = json!({
+            "token_id": r.token_id, "token": r.token, "expires_at": time_json(r.expires_at), "issuer": r.issuer
+        });
         return format!("{v}\n");
     }
     let rows = vec![
         vec!["token id".to_owned(), r.token_id.clone()],
         vec!["reader".into(), a.reader_serial.clone()],
         vec!["profiles".into(), a.profiles.join(", ")],
-        vec!["issuer".into(), a.issuer.clone().unwrap_or_else(|| "(the newest active issuer)".into())],
+        vec![
+            "issuer".into(),
+            if r.issuer.is_empty() { a.issuer.clone().unwrap_or_default() } else { r.issuer.clone() },
+        ],
         vec!["expires at".into(), time_cell(r.expires_at)],
     ];
     format!(
@@ -1911,11 +1916,12 @@ mod tests {
     }
 
     #[test]
-    fn token_json_has_exactly_id_secret_and_expiry() {
+    fn token_json_has_exactly_id_secret_expiry_and_issuer() {
         let r = pb::CreateEnrollmentTokenResponse {
             token_id: "t1".into(),
             token: "s3cr3t".into(),
             expires_at: 1_798_675_200,
+            issuer: "city-3301".into(),
         };
         let a = TokenCreateArgs {
             reader_serial: "R-000123".into(),
@@ -1926,7 +1932,10 @@ mod tests {
         let out = show_token(&r, &a, true);
         assert_eq!(out.lines().count(), 1);
         let v: Value = serde_json::from_str(out.trim_end()).unwrap_or_default();
-        assert_eq!(v, json!({"token_id": "t1", "token": "s3cr3t", "expires_at": "2026-12-31T00:00:00Z"}));
+        assert_eq!(
+            v,
+            json!({"token_id": "t1", "token": "s3cr3t", "expires_at": "2026-12-31T00:00:00Z", "issuer": "city-3301"})
+        );
         let text = show_token(&r, &a, false);
         assert!(text.contains("shown only this once"));
         assert!(text.contains("\n    s3cr3t\n"));

@@ -200,6 +200,8 @@ pub struct NewToken {
     pub secret: String,
     /// Expiry.
     pub expires_at: i64,
+    /// The issuer it enrolls under.
+    pub issuer: String,
 }
 
 const TOKEN_PREFIX: &str = "kmset";
@@ -334,6 +336,13 @@ impl Core {
 
     async fn create_issuer_inner(&self, p: &Principal, cmd: CreateIssuer) -> Result<(IssuerRecord, Vec<u8>)> {
         kms_ca::check_identifier("name", &cmd.name).map_err(|e| ca_error("name", e))?;
+        if cmd.key_type == KeyType::Sm2 {
+            return Err(invalid(
+                "key_type",
+                "SM2 issuing CAs are not supported yet: the CA cannot encode SM2-with-SM3 signatures (use ec-p256, \
+                 ec-p384 or rsa-3072)",
+            ));
+        }
         if certs::issuer(&self.store, &cmd.name).await?.is_some() {
             return Err(Error::AlreadyExists { what: format!("issuer {}", cmd.name) });
         }
@@ -605,8 +614,14 @@ impl Core {
                 IssuerState::Retired if certs::last_expiry(&self.store, &issuer.name).await? <= now => continue,
                 _ => {}
             }
+            // why: also when a revocation is newer than the CRL (its publish
+            // after the revocation failed), so the gap lasts one check, not
+            // half a CRL's validity.
             let stale = match certs::crl(&self.store, &issuer.name).await? {
-                Some(c) => c.next_update - now < half,
+                Some(c) => {
+                    c.next_update - now < half
+                        || certs::last_revocation(&self.store, &issuer.name).await? >= c.this_update
+                }
                 None => true,
             };
             if stale {
@@ -683,7 +698,7 @@ impl Core {
             );
             audit::append(&mut tx, &e).await.map_err(Error::AuditUnavailable)?;
             tx.commit().await?;
-            Ok(NewToken { id, secret, expires_at: record.expires_at })
+            Ok(NewToken { id, secret, expires_at: record.expires_at, issuer: record.issuer })
         }
         .await;
         if let Err(e) = &result {
@@ -828,6 +843,12 @@ impl Core {
             }
             let csr = self.parse_csr(&cmd.csr)?;
             let issuer = self.active_issuer(&cmd.issuer).await?;
+            if matches!(profile.kind, kms_ca::ProfileKind::SubCa { .. }) && issuer_path_len(&issuer) == Some(0) {
+                return Err(Error::FailedPrecondition(format!(
+                    "issuer {} has pathLenConstraint 0: a CA certificate under it would not verify",
+                    issuer.name
+                )));
+            }
             let extra_sans = cmd
                 .names
                 .iter()
@@ -999,19 +1020,26 @@ impl Core {
         token: Option<&TokenRecord>,
         validity_days: u32,
     ) -> Result<Enrollment> {
+        // why: everything that can refuse a dual request is checked before
+        // the first signature, so a refusal leaves no signed certificate.
+        let dual = match encryption_profile {
+            Some(enc_name) => {
+                let enc_profile = self.cert_profile(enc_name)?;
+                if enc_profile.key_generation != kms_ca::KeyGeneration::Service {
+                    return Err(invalid(
+                        "encryption_profile",
+                        format!("{enc_name} does not have the service generate keys"),
+                    ));
+                }
+                Some((enc_profile, self.escrow_key().await?))
+            }
+            None => None,
+        };
         let signing = self.sign_certificate(issuer, profile, approval.clone()).await?;
         let mut signing_record = self.record_for(&signing, issuer, profile, &approval, &p.name);
         let mut encryption = None;
         let mut escrow = None;
-        if let Some(enc_name) = encryption_profile {
-            let enc_profile = self.cert_profile(enc_name)?;
-            if enc_profile.key_generation != kms_ca::KeyGeneration::Service {
-                return Err(invalid(
-                    "encryption_profile",
-                    format!("{enc_name} does not have the service generate keys"),
-                ));
-            }
-            let escrow_key = self.escrow_key().await?;
+        if let Some((enc_profile, escrow_key)) = dual {
             let signing_type = approval.public_key().key_type();
             // why: the encryption key is of the signing key's type when the
             // profile allows it (same curve for ECDH), else the profile's first.
@@ -1151,10 +1179,13 @@ impl Core {
                 i if i.state == IssuerState::Active => i,
                 _ => self.active_issuer("").await?,
             };
+            // why: the enrollment binding is for reader profiles; for the
+            // others the subject comparison below keeps renewal to the same
+            // subject.
             let bound = old.subject().iter_common_name().next().and_then(|c| c.as_str().ok()).map(str::to_owned);
             let ctx = IssueCtx {
                 validity_days: 0,
-                bound_subject: bound,
+                bound_subject: if profile.enrollment { bound } else { None },
                 role: (!current.role.is_empty()).then(|| current.role.clone()),
                 tenant: (!current.tenant.is_empty()).then(|| current.tenant.clone()),
                 extra_sans: Vec::new(),
@@ -1202,7 +1233,12 @@ impl Core {
     ) -> Result<CertRecord> {
         let serial = serial.to_ascii_uppercase();
         let result = async {
-            let record = certs::cert(&self.store, &serial).await?.ok_or_else(|| Error::NotFound { what: format!("certificate {serial}") })?;
+            // why: first whether the caller may revoke at all, so an
+            // unauthorized caller cannot learn which serials exist.
+            self.authorize::<authz::RevokeCertificate>(p, &Resource::Issuer("*".into())).await?;
+            let record = certs::cert(&self.store, &serial)
+                .await?
+                .ok_or_else(|| Error::NotFound { what: format!("certificate {serial}") })?;
             self.authorize::<authz::RevokeCertificate>(p, &Resource::Issuer(record.issuer.clone())).await?;
             if record.status == CertStatus::Revoked {
                 return Err(Error::FailedPrecondition(format!("certificate {serial} is already revoked ({})", record.revocation_reason)));
@@ -1238,6 +1274,9 @@ impl Core {
     /// `GetCertificate`.
     pub async fn get_certificate(&self, p: &Principal, serial: &str) -> Result<CertRecord> {
         let serial = serial.to_ascii_uppercase();
+        // why: authorized before the lookup, so the answer does not tell an
+        // unauthorized caller whether the serial exists.
+        self.authorize::<authz::ReadCertificates>(p, &Resource::Issuer("*".into())).await?;
         let record = certs::cert(&self.store, &serial)
             .await?
             .ok_or_else(|| Error::NotFound { what: format!("certificate {serial}") })?;
@@ -1270,6 +1309,12 @@ struct IssueCtx {
     role: Option<String>,
     tenant: Option<String>,
     extra_sans: Vec<kms_ca::San>,
+}
+
+/// The issuing CA certificate's pathLenConstraint, if it has one.
+fn issuer_path_len(issuer: &IssuerRecord) -> Option<u32> {
+    let (_, cert) = x509_parser::parse_x509_certificate(&issuer.certificate).ok()?;
+    cert.basic_constraints().ok().flatten().and_then(|b| b.value.path_len_constraint)
 }
 
 fn issuer_not_after(issuer: &IssuerRecord) -> OffsetDateTime {

@@ -244,7 +244,12 @@ impl CertificateService for CertificateApi {
                     ttl_secs: req.ttl_seconds,
                 };
                 let t = core.create_token(&proofs, cmd).await?;
-                Ok(pb::CreateEnrollmentTokenResponse { token_id: t.id, token: t.secret, expires_at: t.expires_at })
+                Ok(pb::CreateEnrollmentTokenResponse {
+                    token_id: t.id,
+                    token: t.secret,
+                    expires_at: t.expires_at,
+                    issuer: t.issuer,
+                })
             })
             .await
     }
