@@ -297,6 +297,16 @@ pub async fn cert(store: &Store, serial: &str) -> Result<Option<CertRecord>, Sto
     row.as_ref().map(cert_from_row).transpose()
 }
 
+/// Whether `serial` is a revoked certificate of this service (one indexed
+/// read of one column: it runs on every authenticated call).
+pub async fn is_revoked(store: &Store, serial: &str) -> Result<bool, StoreError> {
+    let row = sqlx::query("SELECT COUNT(*) AS n FROM certificates WHERE serial = $1 AND status = 'revoked'")
+        .bind(serial)
+        .fetch_one(store.pool())
+        .await?;
+    Ok(row.try_get::<i64, _>("n")? > 0)
+}
+
 /// Marks a valid certificate revoked; false if it was not valid.
 pub async fn revoke_cert(tx: &mut Tx, serial: &str, at: i64, reason: &str) -> Result<bool, StoreError> {
     let done = sqlx::query(

@@ -66,7 +66,11 @@ pub fn check_batch_id(id: &str) -> Result<()> {
 pub struct PreparedChunk {
     first_index: u64,
     cards: Vec<CardInput>,
-    derived: Vec<(usize, Result<Vec<DerivedKey>, String>)>,
+    /// Each card as recorded (JSON), computed once for the replay check and
+    /// the record.
+    card_json: Vec<String>,
+    /// Per card: what the HSM derived, if it was derived in this chunk.
+    derived: Vec<Option<Result<Vec<DerivedKey>, String>>>,
     results: Vec<Option<ItemResult>>,
 }
 
@@ -167,11 +171,11 @@ impl Core {
             recorded.insert(idx as u64, (r.try_get("card")?, r.try_get::<i64, _>("ok")? != 0, r.try_get("result")?));
         }
         let mut pending = Vec::with_capacity(cards.len());
+        let card_json: Vec<String> = cards.iter().map(|c| serde_json::to_string(c).unwrap_or_default()).collect();
         for (offset, input) in cards.iter().enumerate() {
             let idx = first_index + offset as u64;
-            let card_json = serde_json::to_string(input).unwrap_or_default();
             pending.push(match recorded.remove(&idx) {
-                Some((stored_card, _, _)) if stored_card != card_json => Pending::Done(ItemResult::Failed {
+                Some((stored_card, _, _)) if stored_card != card_json[offset] => Pending::Done(ItemResult::Failed {
                     code: tonic::Code::FailedPrecondition,
                     message: format!("card {idx}: differs from card {idx} of the first run of batch {}", batch.id),
                     replayed: true,
@@ -230,10 +234,14 @@ impl Core {
                 .await
             });
         }
-        let mut derived: Vec<(usize, Result<Vec<DerivedKey>, String>)> = Vec::with_capacity(to_derive.len());
+        let mut derived: Vec<Option<Result<Vec<DerivedKey>, String>>> = (0..cards.len()).map(|_| None).collect();
         while let Some(joined) = tasks.join_next().await {
             let part = joined.map_err(|e| Error::Hsm(crate::hsm::HsmError::Worker(e.to_string())))??;
-            derived.extend(part);
+            for (i, r) in part {
+                if let Some(slot) = derived.get_mut(i) {
+                    *slot = Some(r);
+                }
+            }
         }
         let results: Vec<Option<ItemResult>> = pending
             .into_iter()
@@ -242,7 +250,7 @@ impl Core {
                 Pending::Derive(_) => None,
             })
             .collect();
-        Ok(PreparedChunk { first_index, cards, derived, results })
+        Ok(PreparedChunk { first_index, cards, card_json, derived, results })
     }
 
     /// The second half of [`Core::process_chunk`]: records the chunk's items
@@ -255,21 +263,22 @@ impl Core {
         prepared: PreparedChunk,
     ) -> Result<Vec<ItemResult>> {
         let p = proof.principal();
-        let PreparedChunk { first_index, cards, derived, mut results } = prepared;
+        let PreparedChunk { first_index, cards, card_json, derived, mut results } = prepared;
         let mut tx = self.store.begin().await?;
         let mut audit_items = Vec::new();
         let now = now_ms();
         let mut rows: Vec<(i64, String, i64, String)> = Vec::with_capacity(cards.len());
-        for (offset, input) in cards.iter().enumerate() {
+        for ((offset, input), (card_json, derived)) in cards.iter().enumerate().zip(card_json.into_iter().zip(derived))
+        {
             let idx = first_index + offset as u64;
-            let card_json = serde_json::to_string(input).unwrap_or_default();
-            let (ok, result_text) = match derived.iter().find(|(i, _)| *i == offset) {
-                Some((_, Ok(keys))) => {
-                    audit_items.push(json!({ "index": idx, "result": card_audit(input, keys) }));
-                    results[offset] = Some(ItemResult::Keys { keys: keys.clone(), replayed: false });
-                    (true, serde_json::to_string(keys).unwrap_or_default())
+            let (ok, result_text) = match derived {
+                Some(Ok(keys)) => {
+                    audit_items.push(json!({ "index": idx, "result": card_audit(input, &keys) }));
+                    let text = serde_json::to_string(&keys).unwrap_or_default();
+                    results[offset] = Some(ItemResult::Keys { keys, replayed: false });
+                    (true, text)
                 }
-                Some((_, Err(message))) => {
+                Some(Err(message)) => {
                     // HSM-side failures are not recorded: a retry tries again.
                     audit_items.push(json!({ "index": idx, "card": input, "error": message }));
                     results[offset] = Some(ItemResult::Failed {
