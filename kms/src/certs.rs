@@ -297,14 +297,33 @@ pub async fn cert(store: &Store, serial: &str) -> Result<Option<CertRecord>, Sto
     row.as_ref().map(cert_from_row).transpose()
 }
 
-/// Whether `serial` is a revoked certificate of this service (one indexed
-/// read of one column: it runs on every authenticated call).
-pub async fn is_revoked(store: &Store, serial: &str) -> Result<bool, StoreError> {
-    let row = sqlx::query("SELECT COUNT(*) AS n FROM certificates WHERE serial = $1 AND status = 'revoked'")
-        .bind(serial)
-        .fetch_one(store.pool())
-        .await?;
-    Ok(row.try_get::<i64, _>("n")? > 0)
+/// Serials and times of the revocations at or after `since` (seconds),
+/// expired certificates included (they no longer authenticate anyway).
+pub async fn revoked_since(store: &Store, since: i64) -> Result<Vec<(String, i64)>, StoreError> {
+    // why: one aggregated value, like the CRL's list (the `Any` driver's
+    // per-row cost dominates a first load of many revocations).
+    let aggregate = match store.backend() {
+        crate::store::Backend::Sqlite => "group_concat(serial || ':' || revoked_at, ',')",
+        crate::store::Backend::Postgres => "string_agg(serial || ':' || revoked_at::text, ',')",
+    };
+    let row = sqlx::query(&format!(
+        "SELECT COALESCE({aggregate}, '') AS entries FROM certificates WHERE status = 'revoked' AND revoked_at >= $1"
+    ))
+    .bind(since)
+    .fetch_one(store.pool())
+    .await?;
+    let joined: String = row.try_get("entries")?;
+    joined
+        .split(',')
+        .filter(|e| !e.is_empty())
+        .map(|e| match e.split_once(':') {
+            Some((serial, at)) if !serial.is_empty() => at
+                .parse()
+                .map(|at| (serial.to_owned(), at))
+                .map_err(|_| StoreError::Corrupt(format!("revocation entry {e:?}"))),
+            _ => Err(StoreError::Corrupt(format!("revocation entry {e:?}"))),
+        })
+        .collect()
 }
 
 /// Marks a valid certificate revoked; false if it was not valid.

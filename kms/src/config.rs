@@ -111,6 +111,11 @@ pub struct CaConfig {
     pub escrow_key: Option<String>,
     /// Largest CSR accepted, in bytes (at most the CA's own 16 KiB limit).
     pub max_csr_bytes: usize,
+    /// How stale this replica's view of revoked client certificates may be
+    /// (a revocation on another replica stops authenticating here within
+    /// this time; one made here, at once). 0: read the database on every
+    /// call.
+    pub revocation_refresh_ms: u64,
 }
 
 impl Default for CaConfig {
@@ -126,6 +131,7 @@ impl Default for CaConfig {
             external_tenant: "external".into(),
             escrow_key: None,
             max_csr_bytes: 16 * 1024,
+            revocation_refresh_ms: 1000,
         }
     }
 }
@@ -508,6 +514,7 @@ impl Config {
         range("ca.crl_check_secs", self.ca.crl_check_secs, 1, 86_400)?;
         range("ca.token_max_ttl_secs", self.ca.token_max_ttl_secs, 60, 366 * 86_400)?;
         range("ca.token_default_ttl_secs", self.ca.token_default_ttl_secs, 60, self.ca.token_max_ttl_secs)?;
+        range("ca.revocation_refresh_ms", self.ca.revocation_refresh_ms, 0, 60_000)?;
         range("ca.max_csr_bytes", self.ca.max_csr_bytes as u64, 256, kms_ca::MAX_CSR_SIZE as u64)?;
         kms_ca::check_identifier("ca.external_tenant", &self.ca.external_tenant)
             .map_err(|e| ConfigError::Invalid { field: "ca.external_tenant", reason: e.to_string() })?;

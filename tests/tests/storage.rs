@@ -274,6 +274,13 @@ async fn ca_records_on_both_databases() {
         let revoked_filter = CertFilter { status: Some(CertStatus::Revoked), ..Default::default() };
         assert_eq!(list(revoked_filter, "", 10).await, vec!["0A01", "0B01"]);
         assert_eq!(certs::last_expiry(&store, "city-3301").await.unwrap(), 5_000_000_000);
+        // What replicas refresh their revocation view from: everything, then
+        // only what is at or after the newest time they have seen.
+        let mut all = certs::revoked_since(&store, 0).await.unwrap();
+        all.sort();
+        assert_eq!(all, vec![("0A01".to_owned(), 44), ("0B01".to_owned(), 42)]);
+        assert_eq!(certs::revoked_since(&store, 44).await.unwrap(), vec![("0A01".to_owned(), 44)]);
+        assert!(certs::revoked_since(&store, 45).await.unwrap().is_empty());
 
         // A token is consumed once, and never after it expired.
         let token = |id: &str, expires_at: i64| TokenRecord {

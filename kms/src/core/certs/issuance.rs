@@ -630,6 +630,7 @@ impl Core {
             );
             audit::append(&mut tx, &e).await.map_err(Error::AuditUnavailable)?;
             tx.commit().await?;
+            self.ca.note_revoked(&serial);
             let issuer = self.issuer_record(&record.issuer).await?;
             if let Err(e) = self.publish_crl(&issuer).await {
                 tracing::error!(error = %e, issuer = %issuer.name, "revoked, but the CRL could not be published now; the CRL task retries");
@@ -670,6 +671,6 @@ impl Core {
     /// Whether a client certificate this service issued has been revoked
     /// (certificates of other CAs are not in the table and pass).
     pub async fn is_revoked(&self, serial: &str) -> Result<bool> {
-        Ok(certs::is_revoked(&self.store, serial).await?)
+        self.ca.is_revoked(&self.store, serial).await
     }
 }

@@ -47,13 +47,45 @@ pub struct CaState {
     pub config: CaConfig,
     profiles: RwLock<Arc<CertProfiles>>,
     anchors: Vec<Vec<u8>>,
+    revoked: RwLock<RevokedView>,
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+/// What this replica knows of the revoked certificates, for authenticating
+/// callers without a database read per call: loaded whole once, then
+/// extended with revocations at or after `high_water` at most every
+/// `ca.revocation_refresh_ms` (the database stays the source of truth; a
+/// revocation on another replica is seen within that interval, one made
+/// here at once).
+#[derive(Default)]
+struct RevokedView {
+    serials: std::collections::HashSet<String>,
+    high_water: i64,
+    refreshed: Option<std::time::Instant>,
 }
 
 impl CaState {
     /// Assembles the CA state; `anchors` are the DER certificates of the
     /// external CAs trusted for enrollment.
     pub fn new(config: CaConfig, profiles: CertProfiles, anchors: Vec<Vec<u8>>) -> CaState {
-        CaState { config, profiles: RwLock::new(Arc::new(profiles)), anchors }
+        CaState {
+            config,
+            profiles: RwLock::new(Arc::new(profiles)),
+            anchors,
+            revoked: RwLock::new(RevokedView::default()),
+            refreshing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn revoked_is_fresh(&self) -> bool {
+        let interval = std::time::Duration::from_millis(self.config.revocation_refresh_ms);
+        let view = self.revoked.read().unwrap_or_else(|p| p.into_inner());
+        view.refreshed.is_some_and(|t| t.elapsed() < interval)
+    }
+
+    /// Records a revocation made by this replica.
+    fn note_revoked(&self, serial: &str) {
+        self.revoked.write().unwrap_or_else(|p| p.into_inner()).serials.insert(serial.to_owned());
     }
 
     /// The certificate profiles in force.
@@ -64,6 +96,26 @@ impl CaState {
     /// Replaces the profiles (SIGHUP).
     pub fn set_profiles(&self, profiles: CertProfiles) {
         *self.profiles.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(profiles);
+    }
+
+    /// Brings the revocation view up to date if it is older than the
+    /// refresh interval (one incremental query; concurrent callers wait for
+    /// one refresh), then answers from it.
+    pub async fn is_revoked(&self, store: &crate::store::Store, serial: &str) -> Result<bool> {
+        if !self.revoked_is_fresh() {
+            let _one = self.refreshing.lock().await;
+            if !self.revoked_is_fresh() {
+                let since = self.revoked.read().unwrap_or_else(|p| p.into_inner()).high_water;
+                let rows = certs::revoked_since(store, since).await?;
+                let mut view = self.revoked.write().unwrap_or_else(|p| p.into_inner());
+                for (serial, at) in rows {
+                    view.high_water = view.high_water.max(at);
+                    view.serials.insert(serial);
+                }
+                view.refreshed = Some(std::time::Instant::now());
+            }
+        }
+        Ok(self.revoked.read().unwrap_or_else(|p| p.into_inner()).serials.contains(serial))
     }
 
     /// The CRL distribution point of `issuer`, when `ca.crl_base_url` is set.
