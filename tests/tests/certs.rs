@@ -608,3 +608,56 @@ async fn reader_enrolls_with_an_external_ministry_certificate() {
     );
     assert!(out.contains("OK"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_reaches_another_replica_within_the_refresh_interval() {
+    // Two replicas on one database: a client certificate revoked through
+    // the first stops authenticating there at once, and on the second
+    // within `ca.revocation_refresh_ms` (1 s in the test configuration).
+    let setup = Setup::new(DbKind::Sqlite).await;
+    let config = setup.write_config();
+    let first = Server::spawn(&config, setup.dir.path());
+    let dir = setup.dir.path().to_owned();
+    stand_up_ca(&setup, &first, "ec-p256").await;
+    let mut op = certs_client(&setup, &first, "operator").await;
+    let csr = make_csr(&dir, "auditor", "ec", "/CN=auditor-9", &[]);
+    let issued = op
+        .issue_server_certificate(pb::IssueServerCertificateRequest {
+            csr: csr.der.clone(),
+            profile: "client-tls".into(),
+            role: "auditor".into(),
+            tenant: "city-3301".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let client = client_with_chain(&dir, "auditor", &issued, &csr.key);
+    let second = Server::spawn(&config, setup.dir.path());
+    let who = |server: &Server| {
+        let opts = setup.client_options(server, &client);
+        async move {
+            let channel = opts.connect().await.unwrap();
+            AdminServiceClient::new(channel).who_am_i(pb::WhoAmIRequest {}).await.map(|_| ()).map_err(|e| e.code())
+        }
+    };
+    assert_eq!(who(&first).await, Ok(()));
+    assert_eq!(who(&second).await, Ok(()));
+    op.revoke_certificate(pb::RevokeCertificateRequest {
+        serial: issued.certificate.unwrap().serial,
+        reason: pb::RevocationReason::PrivilegeWithdrawn as i32,
+    })
+    .await
+    .unwrap();
+    assert_eq!(who(&first).await, Err(Code::Unauthenticated));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match who(&second).await {
+            Err(Code::Unauthenticated) => break,
+            other => {
+                assert!(std::time::Instant::now() < deadline, "the second replica still accepts it: {other:?}");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
