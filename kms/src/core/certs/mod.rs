@@ -183,7 +183,7 @@ pub struct Enrollment {
 }
 
 /// How an enrollment is authorized.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum EnrollAuth {
     /// An enrollment token's secret.
     Token(String),
@@ -247,7 +247,7 @@ pub struct CreateToken {
 }
 
 /// A new token: its id, the secret (shown once) and its expiry.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NewToken {
     /// Public id.
     pub id: String,
@@ -401,9 +401,41 @@ fn issued_details(r: &CertRecord, approval: &kms_ca::Approval) -> serde_json::Va
     })
 }
 
+// why: a token's secret must not reach a log line through `{:?}`.
+impl std::fmt::Debug for EnrollAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EnrollAuth::Token(_) => f.write_str("Token(<redacted>)"),
+            EnrollAuth::External { certificates, .. } => {
+                f.debug_struct("External").field("certificates", &certificates.len()).finish_non_exhaustive()
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for NewToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewToken")
+            .field("id", &self.id)
+            .field("secret", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .field("issuer", &self.issuer)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::split_certificates;
+
+    #[test]
+    fn token_secrets_stay_out_of_debug_output() {
+        let t =
+            super::NewToken { id: "ab".into(), secret: "kmset.ab.s3cr3t".into(), expires_at: 1, issuer: "i".into() };
+        assert!(!format!("{t:?}").contains("s3cr3t"));
+        let a = super::EnrollAuth::Token("kmset.ab.s3cr3t".into());
+        assert!(!format!("{a:?}").contains("s3cr3t"));
+    }
 
     #[test]
     fn garbage_is_not_a_certificate_list() {
