@@ -168,3 +168,30 @@ pub fn client_with_chain(dir: &Path, stem: &str, issued: &pb::IssuedCertificate,
     }
     ClientCert { cert: write(dir, &format!("{stem}-chain.pem"), text), key: key.to_owned() }
 }
+
+/// Issues a client-tls certificate for a new OpenSSL key with subject
+/// `/CN=<name>`, role `role` and tenant `city-3301`, as an operator, and
+/// returns it with the client files (certificate + issuing CA, key) for mTLS.
+pub async fn issue_client_tls(
+    setup: &Setup,
+    server: &Server,
+    name: &str,
+    role: &str,
+) -> (pb::IssuedCertificate, ClientCert) {
+    let dir = setup.dir.path();
+    let csr = make_csr(dir, name, "ec", &format!("/CN={name}"), &[]);
+    let issued = certs_client(setup, server, "operator")
+        .await
+        .issue_server_certificate(pb::IssueServerCertificateRequest {
+            csr: csr.der.clone(),
+            profile: "client-tls".into(),
+            role: role.into(),
+            tenant: "city-3301".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let client = client_with_chain(dir, name, &issued, &csr.key);
+    (issued, client)
+}

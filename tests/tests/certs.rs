@@ -13,8 +13,8 @@ use kms_proto::v1 as pb;
 use kms_proto::v1::admin_service_client::AdminServiceClient;
 use kms_proto::v1::certificate_service_client::CertificateServiceClient;
 use kms_tests::ca::{
-    ISSUER, add_issuer, anonymous, certs_client, client_with_chain, make_csr, openssl, openssl_ok, pem, stand_up_ca,
-    write,
+    ISSUER, add_issuer, anonymous, certs_client, client_with_chain, issue_client_tls, make_csr, openssl, openssl_ok,
+    pem, stand_up_ca, write,
 };
 use kms_tests::server::{Server, Setup};
 use kms_tests::token::Module;
@@ -93,19 +93,7 @@ async fn issuing_ca_in_the_hsm_issues_server_and_client_certificates() {
 
         // client-tls: the role comes from the request and the profile, not
         // the CSR; the certificate authenticates to the service over mTLS.
-        let csr = make_csr(&dir, "bureau", "ec", "/CN=bureau-7", &[]);
-        let issued = op
-            .issue_server_certificate(pb::IssueServerCertificateRequest {
-                csr: csr.der.clone(),
-                profile: "client-tls".into(),
-                role: "issuance_partner".into(),
-                tenant: "city-3301".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let client = client_with_chain(&dir, "bureau", &issued, &csr.key);
+        let (_, client) = issue_client_tls(&setup, &server, "bureau-7", "issuance_partner").await;
         let channel = setup.client_options(&server, &client).connect().await.unwrap();
         // The holder renews it over mTLS: same subject and role, new key.
         let fresh = make_csr(&dir, "bureau2", "ec", "/CN=bureau-7", &[]);
@@ -617,22 +605,9 @@ async fn a_revocation_reaches_another_replica_within_the_refresh_interval() {
     let setup = Setup::new(DbKind::Sqlite).await;
     let config = setup.write_config();
     let first = Server::spawn(&config, setup.dir.path());
-    let dir = setup.dir.path().to_owned();
     stand_up_ca(&setup, &first, "ec-p256").await;
     let mut op = certs_client(&setup, &first, "operator").await;
-    let csr = make_csr(&dir, "auditor", "ec", "/CN=auditor-9", &[]);
-    let issued = op
-        .issue_server_certificate(pb::IssueServerCertificateRequest {
-            csr: csr.der.clone(),
-            profile: "client-tls".into(),
-            role: "auditor".into(),
-            tenant: "city-3301".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let client = client_with_chain(&dir, "auditor", &issued, &csr.key);
+    let (issued, client) = issue_client_tls(&setup, &first, "auditor-9", "auditor").await;
     let second = Server::spawn(&config, setup.dir.path());
     let who = |server: &Server| {
         let opts = setup.client_options(server, &client);

@@ -565,19 +565,21 @@ async fn envelope(
     .await
 }
 
+/// The probes for CA key pairs and their signatures (every module here has them).
+const CA_KEY_PROBES: [&str; 6] = [
+    pki::CAP_GENERATE_EC_P256,
+    pki::CAP_GENERATE_EC_P384,
+    pki::CAP_GENERATE_RSA,
+    pki::CAP_SIGN_ECDSA_P256,
+    pki::CAP_SIGN_ECDSA_P384,
+    pki::CAP_SIGN_RSA_SHA256,
+];
+
 fn probe_rows(caps: &Capabilities) -> String {
     let mut out = String::new();
-    for name in [
-        pki::CAP_GENERATE_EC_P256,
-        pki::CAP_GENERATE_EC_P384,
-        pki::CAP_GENERATE_RSA,
-        pki::CAP_SIGN_ECDSA_P256,
-        pki::CAP_SIGN_ECDSA_P384,
-        pki::CAP_SIGN_RSA_SHA256,
-        pki::CAP_ECDH_P256_SHA256_KDF,
-        pki::CAP_ECDH_P384_SHA256_KDF,
-        "sm2_key_pair_gen",
-    ] {
+    for name in
+        CA_KEY_PROBES.iter().chain(&[pki::CAP_ECDH_P256_SHA256_KDF, pki::CAP_ECDH_P384_SHA256_KDF, "sm2_key_pair_gen"])
+    {
         let r = caps.row(name).unwrap();
         out.push_str(&format!("{name}: {} {} {}\n", r.available, r.mechanism_name, r.detail));
     }
@@ -647,14 +649,7 @@ fn softhsm_pki_capabilities_are_probed_not_assumed() {
     let caps = hsm.capabilities();
     let table = probe_rows(caps);
     // What SoftHSM 2.6.1 does, found by these probes.
-    for name in [
-        pki::CAP_GENERATE_EC_P256,
-        pki::CAP_GENERATE_EC_P384,
-        pki::CAP_GENERATE_RSA,
-        pki::CAP_SIGN_ECDSA_P256,
-        pki::CAP_SIGN_ECDSA_P384,
-        pki::CAP_SIGN_RSA_SHA256,
-    ] {
+    for name in CA_KEY_PROBES {
         assert!(caps.require(name).is_ok(), "{name}:\n{table}");
     }
     // CKM_ECDH1_DERIVE is listed with the derive flag, but only CKD_NULL works.
@@ -731,18 +726,12 @@ fn hsm_sim_pki_capabilities_and_ca_key_pairs() {
     in_hsm_sim_child("hsm_sim_pki_capabilities_and_ca_key_pairs", "", |hsm, _dir| async move {
         let caps = hsm.capabilities();
         let table = probe_rows(caps);
-        for name in [
-            pki::CAP_GENERATE_EC_P256,
-            pki::CAP_GENERATE_EC_P384,
-            pki::CAP_GENERATE_RSA,
-            pki::CAP_SIGN_ECDSA_P256,
-            pki::CAP_SIGN_ECDSA_P384,
-            pki::CAP_SIGN_RSA_SHA256,
+        for name in CA_KEY_PROBES.iter().chain(&[
             pki::CAP_ECDH_P256_SHA256_KDF,
             pki::CAP_ECDH_P384_SHA256_KDF,
             "sm2_key_pair_gen",
             "sm2_sign",
-        ] {
+        ]) {
             assert!(caps.require(name).is_ok(), "{name}:\n{table}");
         }
         for wrapped in ["EC", "RSA", "SM2"] {

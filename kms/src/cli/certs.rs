@@ -12,6 +12,7 @@
 //! such a connection through for `EnrollReader` only. Its authorization is an
 //! enrollment token or a certificate of a trusted external CA.
 
+use super::table;
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -1686,29 +1687,6 @@ fn confirm(summary: &str, consequence: &str, expected: &str) -> Result<(), Clien
         source,
     })?;
     if answer.trim().eq_ignore_ascii_case(expected) { Ok(()) } else { Err(ClientError::NotConfirmed) }
-}
-
-/// Left-aligned columns separated by two spaces; the last column is not
-/// padded (the layout of `kms keys`).
-fn table(rows: &[Vec<String>]) -> String {
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let mut line = String::new();
-        for (c, cell) in row.iter().enumerate() {
-            line.push_str(cell);
-            if c + 1 < row.len() {
-                let pad = widths.get(c).copied().unwrap_or(0).saturating_sub(cell.chars().count());
-                line.push_str(&" ".repeat(pad + 2));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
 }
 
 #[cfg(test)]
