@@ -25,7 +25,7 @@ use crate::approve::{Approval, CLOCK_SKEW};
 use crate::csr::parse_csr;
 use crate::der::{hex, pem, sha256};
 use crate::names::{DistinguishedNameSpec, rfc4514_string};
-use crate::profile::{CertProfile, ProfileKind};
+use crate::profile::{CertProfile, NameConstraintRules, ProfileKind};
 use crate::signer::RcgenSigner;
 use crate::{CaError, Signer};
 
@@ -231,18 +231,9 @@ pub fn issue_certificate(
         ProfileKind::EndEntity => IsCa::ExplicitNoCa,
         ProfileKind::SubCa { path_len } => IsCa::Ca(BasicConstraints::Constrained(path_len)),
     };
-    if let Some(url) = crl_url {
-        if url.is_empty() || !url.bytes().all(|b| b.is_ascii_graphic()) || !url.contains("://") {
-            return Err(CaError::InvalidField { field: "crl_url", reason: format!("{url:?} is not an absolute URL") });
-        }
-        params.crl_distribution_points = vec![CrlDistributionPoint { uris: vec![url.to_owned()] }];
-    }
-    let nc = &profile.name_constraints;
-    if profile.kind.is_ca() && (!nc.permitted_dns.is_empty() || !nc.excluded_dns.is_empty()) {
-        params.name_constraints = Some(NameConstraints {
-            permitted_subtrees: nc.permitted_dns.iter().map(|d| GeneralSubtree::DnsName(d.clone())).collect(),
-            excluded_subtrees: nc.excluded_dns.iter().map(|d| GeneralSubtree::DnsName(d.clone())).collect(),
-        });
+    set_crl_url(&mut params, crl_url)?;
+    if profile.kind.is_ca() {
+        set_name_constraints(&mut params, &profile.name_constraints);
     }
     sign(params, approval.public_key(), issuer)
 }
@@ -352,15 +343,23 @@ pub fn make_root(
     IssuedCertificate::from_der(cert.der().to_vec())
 }
 
+/// How a subordinate CA certificate is limited.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubordinateSpec {
+    /// Validity from now (cut to the issuer's notAfter).
+    pub validity: Duration,
+    /// pathLenConstraint: how many CAs may follow it (`None`: no limit).
+    pub path_len: Option<u8>,
+    /// dNSName subtrees permitted and excluded below it (none: no extension).
+    pub name_constraints: NameConstraintRules,
+    /// CRL distribution point of the issuer's CRL.
+    pub crl_url: Option<String>,
+}
+
 /// Signs an issuing CA's CSR (e.g. from [`issuer_csr`]) with `root`: the
-/// development and test stand-in for the offline root. The subject is the
-/// CSR's; `path_len` limits the CAs below it (`None`: no limit).
-pub fn sign_subordinate(
-    root: &Issuer<'_>,
-    csr: &[u8],
-    validity: Duration,
-    path_len: Option<u8>,
-) -> Result<IssuedCertificate, CaError> {
+/// offline root's act in a key ceremony (and the test stand-in for it).
+/// The subject is the CSR's; the rest comes from `spec`.
+pub fn sign_subordinate(root: &Issuer<'_>, csr: &[u8], spec: &SubordinateSpec) -> Result<IssuedCertificate, CaError> {
     let csr = parse_csr(csr)?;
     let mut subject = DistinguishedNameSpec::new();
     for entry in csr.subject() {
@@ -372,10 +371,31 @@ pub fn sign_subordinate(
     }
     let root_cert = IssuerCert::parse(root.certificate_der)?;
     root_cert.check_signer(root.signer, false)?;
-    let mut params = ca_params(&subject, validity, path_len)?;
+    let mut params = ca_params(&subject, spec.validity, spec.path_len)?;
     params.not_after = params.not_after.min(root_cert.not_after);
     params.use_authority_key_identifier_extension = true;
+    set_name_constraints(&mut params, &spec.name_constraints);
+    set_crl_url(&mut params, spec.crl_url.as_deref())?;
     sign(params, csr.public_key(), root)
+}
+
+fn set_name_constraints(params: &mut CertificateParams, nc: &NameConstraintRules) {
+    if !nc.permitted_dns.is_empty() || !nc.excluded_dns.is_empty() {
+        params.name_constraints = Some(NameConstraints {
+            permitted_subtrees: nc.permitted_dns.iter().map(|d| GeneralSubtree::DnsName(d.clone())).collect(),
+            excluded_subtrees: nc.excluded_dns.iter().map(|d| GeneralSubtree::DnsName(d.clone())).collect(),
+        });
+    }
+}
+
+fn set_crl_url(params: &mut CertificateParams, crl_url: Option<&str>) -> Result<(), CaError> {
+    if let Some(url) = crl_url {
+        if url.is_empty() || !url.bytes().all(|b| b.is_ascii_graphic()) || !url.contains("://") {
+            return Err(CaError::InvalidField { field: "crl_url", reason: format!("{url:?} is not an absolute URL") });
+        }
+        params.crl_distribution_points = vec![CrlDistributionPoint { uris: vec![url.to_owned()] }];
+    }
+    Ok(())
 }
 
 fn ca_params(

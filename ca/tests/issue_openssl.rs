@@ -219,7 +219,12 @@ fn sub_ca_chain_path_length_and_name_constraints() {
     let deeper = SoftSigner::p256();
     let deeper_csr =
         kms_ca::issuer_csr(&deeper, &DistinguishedNameSpec::new().with(DnAttribute::CommonName, "Too deep")).unwrap();
-    let deeper_cert = kms_ca::sign_subordinate(&sub_issuer, &deeper_csr, Duration::days(30), None).unwrap();
+    let deeper_cert = kms_ca::sign_subordinate(
+        &sub_issuer,
+        &deeper_csr,
+        &kms_ca::SubordinateSpec { validity: Duration::days(30), ..Default::default() },
+    )
+    .unwrap();
     let deeper_issuer = Issuer { signer: &deeper, certificate_der: &deeper_cert.der };
     let csr = parse_csr(&ec_csr(&p256_key(), &[(DnType::OrganizationName, "Partner 7")], |p| {
         p.subject_alt_names = vec![rcgen::SanType::DnsName("deep.transit.example".try_into().unwrap())];

@@ -193,7 +193,12 @@ impl Pki {
             .with(DnAttribute::CommonName, "Test Issuing CA");
         let csr = kms_ca::issuer_csr(&ca, &ca_dn).unwrap();
         let root_issuer = Issuer { signer: &root, certificate_der: &root_cert.der };
-        let ca_cert = kms_ca::sign_subordinate(&root_issuer, &csr, Duration::days(1825), Some(1)).unwrap();
+        let ca_cert = kms_ca::sign_subordinate(
+            &root_issuer,
+            &csr,
+            &kms_ca::SubordinateSpec { validity: Duration::days(1825), path_len: Some(1), ..Default::default() },
+        )
+        .unwrap();
         std::fs::write(dir.path().join("root.pem"), &root_cert.pem).unwrap();
         std::fs::write(dir.path().join("ca.pem"), &ca_cert.pem).unwrap();
         std::fs::write(dir.path().join("chain.pem"), format!("{}{}", ca_cert.pem, root_cert.pem)).unwrap();

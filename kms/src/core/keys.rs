@@ -253,7 +253,7 @@ impl Core {
             .hsm
             .run("generate_key", move |s| {
                 let caps = hsm.capabilities();
-                let h = keyops::generate(s, caps, algorithm, purpose, &label, &id2)?;
+                let h = keyops::generate(s, caps, algorithm, purpose, &label, &id2, keyops::Export::Never)?;
                 match keyops::kcv(s, caps, h, kcv_method) {
                     Ok(k) => Ok(k),
                     Err(e) => {
@@ -378,7 +378,18 @@ impl Core {
                                 token: hsm.info().token_label.clone(),
                             }
                         })?;
-                        let h = keyops::unwrap(s, caps, tk, format, &wrapped, algorithm, purpose, &label, &id2)?;
+                        let h = keyops::unwrap(
+                            s,
+                            caps,
+                            tk,
+                            format,
+                            &wrapped,
+                            algorithm,
+                            purpose,
+                            &label,
+                            &id2,
+                            keyops::Export::Never,
+                        )?;
                         match keyops::kcv(s, caps, h, method) {
                             Ok(k) if k.matches(method, &expected) => Ok(Ok(k)),
                             Ok(k) => {

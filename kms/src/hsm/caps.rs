@@ -181,7 +181,7 @@ fn satisfies(info: &MechanismInfo, needs: Needs) -> bool {
 
 impl Capabilities {
     /// Probes `slot` of `ctx` using `session` (logged in).
-    pub(super) fn probe(
+    pub fn probe(
         ctx: &Pkcs11,
         slot: Slot,
         session: &Session,

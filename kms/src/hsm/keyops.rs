@@ -84,7 +84,9 @@ fn vendor(number: u64) -> Mechanism<'static> {
     Mechanism::VendorDefined(VendorDefinedMechanism::new::<()>(mechanism_type(number), None))
 }
 
-fn key_type(caps: &Capabilities, algorithm: Algorithm) -> Result<KeyType, HsmError> {
+/// The PKCS#11 key type of `algorithm` on this module (SM4's is a vendor
+/// number from configuration).
+pub fn key_type(caps: &Capabilities, algorithm: Algorithm) -> Result<KeyType, HsmError> {
     match algorithm {
         Algorithm::Des2 => Ok(KeyType::DES2),
         Algorithm::Aes128 | Algorithm::Aes192 | Algorithm::Aes256 => Ok(KeyType::AES),
@@ -118,13 +120,29 @@ fn usage(purpose: Purpose) -> [Attribute; 6] {
     ]
 }
 
-fn long_term_template(
+/// Whether a long-term key may ever leave the token, wrapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Export {
+    /// `CKA_EXTRACTABLE` false: the service's own keys.
+    Never,
+    /// `CKA_EXTRACTABLE` and `CKA_WRAP_WITH_TRUSTED` true: the key can be
+    /// wrapped only under a key whose `CKA_TRUSTED` is true, which only the
+    /// security officer can set. A ceremony makes master keys so, to back
+    /// them up under a backup key split among custodians.
+    TrustedWrapOnly,
+}
+
+/// The template of a long-term token key: private, sensitive, the usage
+/// flags of `purpose`, `label` and `id`; `with_len` adds `CKA_VALUE_LEN`
+/// (for generating AES keys).
+pub fn long_term_template(
     caps: &Capabilities,
     algorithm: Algorithm,
     purpose: Purpose,
     label: &str,
     id: &[u8],
     with_len: bool,
+    export: Export,
 ) -> Result<Vec<Attribute>, HsmError> {
     let mut t = vec![
         Attribute::Class(ObjectClass::SECRET_KEY),
@@ -132,10 +150,13 @@ fn long_term_template(
         Attribute::Token(true),
         Attribute::Private(true),
         Attribute::Sensitive(true),
-        Attribute::Extractable(false),
         Attribute::Label(label.as_bytes().to_vec()),
         Attribute::Id(id.to_vec()),
     ];
+    match export {
+        Export::Never => t.push(Attribute::Extractable(false)),
+        Export::TrustedWrapOnly => t.extend([Attribute::Extractable(true), Attribute::WrapWithTrusted(true)]),
+    }
     t.extend(usage(purpose));
     if with_len && matches!(algorithm, Algorithm::Aes128 | Algorithm::Aes192 | Algorithm::Aes256) {
         t.push(Attribute::ValueLen((algorithm.key_len() as u64).into()));
@@ -151,8 +172,9 @@ pub fn generate(
     purpose: Purpose,
     label: &str,
     id: &[u8],
+    export: Export,
 ) -> Result<ObjectHandle, HsmError> {
-    let template = long_term_template(caps, algorithm, purpose, label, id, true)?;
+    let template = long_term_template(caps, algorithm, purpose, label, id, true, export)?;
     let mechanism = match algorithm {
         Algorithm::Des2 => {
             caps.require("des2_key_gen")?;
@@ -167,7 +189,8 @@ pub fn generate(
     session.generate_key(&mechanism, &template).map_err(err(&caps.module))
 }
 
-fn wrap_mechanism(caps: &Capabilities, format: WrapFormat) -> Result<Mechanism<'static>, HsmError> {
+/// The mechanism of a wrap format.
+pub fn wrap_mechanism(caps: &Capabilities, format: WrapFormat) -> Result<Mechanism<'static>, HsmError> {
     Ok(match format {
         WrapFormat::AesKeyWrap => Mechanism::AesKeyWrap,
         WrapFormat::AesKeyWrapPad => Mechanism::AesKeyWrapPad,
@@ -188,8 +211,9 @@ pub fn unwrap(
     purpose: Purpose,
     label: &str,
     id: &[u8],
+    export: Export,
 ) -> Result<ObjectHandle, HsmError> {
-    let template = long_term_template(caps, algorithm, purpose, label, id, false)?;
+    let template = long_term_template(caps, algorithm, purpose, label, id, false, export)?;
     let mechanism = wrap_mechanism(caps, format)?;
     session.unwrap_key(&mechanism, transport, wrapped, &template).map_err(err(&caps.module))
 }
@@ -240,6 +264,7 @@ pub fn adoption_problems(
                 AttributeType::Token,
                 AttributeType::Sensitive,
                 AttributeType::Extractable,
+                AttributeType::WrapWithTrusted,
                 AttributeType::KeyType,
                 AttributeType::ValueLen,
             ],
@@ -247,11 +272,17 @@ pub fn adoption_problems(
         .map_err(err(&caps.module))?;
     let expected = key_type(caps, algorithm)?;
     let mut problems = Vec::new();
+    // why: a ceremony's master keys are extractable only under a trusted
+    // (security-officer) key, for their backup; any other extractable key
+    // could be wrapped out by whoever holds the user PIN.
+    let trusted_only = attrs.iter().any(|a| matches!(a, Attribute::WrapWithTrusted(true)));
     for a in attrs {
         match a {
             Attribute::Token(false) => problems.push("it is a session object, not a token object".to_owned()),
             Attribute::Sensitive(false) => problems.push("CKA_SENSITIVE is false".to_owned()),
-            Attribute::Extractable(true) => problems.push("CKA_EXTRACTABLE is true".to_owned()),
+            Attribute::Extractable(true) if !trusted_only => {
+                problems.push("CKA_EXTRACTABLE is true and CKA_WRAP_WITH_TRUSTED is not".to_owned())
+            }
             Attribute::KeyType(t) if t != expected => problems.push(format!("key type is {t}, not {algorithm}")),
             Attribute::ValueLen(len)
                 if u64::from(len) != algorithm.key_len() as u64 && algorithm != Algorithm::Des2 =>
