@@ -82,6 +82,18 @@ struct Runner<'a> {
 /// authorised by the quorum and recorded.
 pub fn run(plan: &Plan, io: &mut Io, options: &RunOptions) -> Result<(), CeremonyError> {
     preflight(plan, options)?;
+    if !io.is_interactive() {
+        let present = io.present().iter().filter(|n| plan.officer(n).is_some()).count();
+        for (i, step) in plan.steps.iter().enumerate() {
+            let needed = plan.quorum_of(step);
+            if needed > present {
+                return Err(CeremonyError::Refused(format!(
+                    "step {} needs {needed} officers; --present names only {present} of the plan's",
+                    i + 1
+                )));
+            }
+        }
+    }
     let module = Module::load(&plan.hsm)?;
     check_token_state(plan, &module)?;
 

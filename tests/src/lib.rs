@@ -12,6 +12,7 @@
 
 pub mod bench;
 pub mod ca;
+pub mod ceremony;
 pub mod pki;
 pub mod server;
 pub mod softhsm;

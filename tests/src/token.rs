@@ -52,6 +52,38 @@ impl Module {
     }
 }
 
+/// The environment of `module` with its tokens under `dir` (created with
+/// no token initialised: SoftHSM offers a blank slot, hsm-sim's slot 0 is
+/// blank until `C_InitToken`).
+pub fn module_env(module: Module, dir: &Path) -> Vec<(String, String)> {
+    match module {
+        Module::SoftHsm => {
+            let tokens = dir.join("softhsm-tokens");
+            std::fs::create_dir_all(&tokens).unwrap();
+            let conf = dir.join("softhsm2.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                    tokens.display()
+                ),
+            )
+            .unwrap();
+            vec![("SOFTHSM2_CONF".to_owned(), conf.display().to_string())]
+        }
+        Module::HsmSim => {
+            let conf = dir.join("hsm-sim.toml");
+            // why: a low KDF cost keeps per-test token set-up fast; production tokens keep the default.
+            std::fs::write(
+                &conf,
+                "[module]\npin_kdf_iterations = 1000\n\n[[slot]]\nid = 0\ndir = \"hsm-sim-tokens/slot0\"\n",
+            )
+            .unwrap();
+            vec![("HSM_SIM_CONF".to_owned(), conf.display().to_string())]
+        }
+    }
+}
+
 /// A token of one module in a test directory.
 pub struct Token {
     /// The module.
@@ -92,32 +124,7 @@ fn test_token_bin() -> PathBuf {
 impl Token {
     /// Creates and initialises a token labelled `label` under `dir`.
     pub fn new(module: Module, dir: &Path, label: &str) -> Token {
-        let env = match module {
-            Module::SoftHsm => {
-                let tokens = dir.join("softhsm-tokens");
-                std::fs::create_dir_all(&tokens).unwrap();
-                let conf = dir.join("softhsm2.conf");
-                std::fs::write(
-                    &conf,
-                    format!(
-                        "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                        tokens.display()
-                    ),
-                )
-                .unwrap();
-                vec![("SOFTHSM2_CONF".to_owned(), conf.display().to_string())]
-            }
-            Module::HsmSim => {
-                let conf = dir.join("hsm-sim.toml");
-                // why: a low KDF cost keeps per-test token set-up fast; production tokens keep the default.
-                std::fs::write(
-                    &conf,
-                    "[module]\npin_kdf_iterations = 1000\n\n[[slot]]\nid = 0\ndir = \"hsm-sim-tokens/slot0\"\n",
-                )
-                .unwrap();
-                vec![("HSM_SIM_CONF".to_owned(), conf.display().to_string())]
-            }
-        };
+        let env = module_env(module, dir);
         let token = Token {
             module,
             env,
