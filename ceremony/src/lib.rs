@@ -7,6 +7,7 @@
 pub mod backup;
 pub mod credential;
 pub mod error;
+pub mod handover;
 pub mod io;
 pub mod plan;
 pub mod shamir;

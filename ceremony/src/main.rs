@@ -78,6 +78,35 @@ enum Command {
     /// Ceremony transcripts.
     #[command(subcommand)]
     Transcript(TranscriptCommand),
+    /// Hand-over of a ceremony's keys to the service.
+    #[command(subcommand)]
+    Handover(HandoverCommand),
+}
+
+#[derive(Subcommand)]
+enum HandoverCommand {
+    /// Register the keys of a hand-over file in the service's catalogue,
+    /// after checking the file against the ceremony's transcript.
+    ///
+    /// The keys must be in the service's token (the ceremony ran on it, or
+    /// a backup was restored into it). Run it as a security officer: the
+    /// client profile names a certificate with that role.
+    Import {
+        /// The hand-over file the ceremony's handover step wrote.
+        file: PathBuf,
+        /// The ceremony's transcript.
+        #[arg(long)]
+        transcript: PathBuf,
+        /// The transcript key's SHA-256 fingerprint from the signed summary.
+        #[arg(long)]
+        transcript_key: String,
+        /// Client profile (TOML: endpoint, ca, cert, key), as `kms dev` writes.
+        #[arg(long)]
+        client: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -179,6 +208,18 @@ fn real_main(cli: Cli) -> Result<(), CeremonyError> {
                 .map_err(|_| CeremonyError::Refused("no system randomness".into()))?;
             let c = Credential::with_iterations(&passphrase, salt, iterations);
             println!("[[officer]]\nname = {name:?}\ncredential = \"{c}\"");
+            Ok(())
+        }
+        Command::Handover(HandoverCommand::Import { file, transcript, transcript_key, client, json }) => {
+            let client = kms::cli::ClientOptions::from_file(&client).map_err(|e| CeremonyError::Refused(e.to_string()))?;
+            let adopted = ceremony::handover::import(&file, &transcript, &transcript_key, &client)?;
+            if json {
+                println!("{}", serde_json::to_string(&adopted).unwrap_or_default());
+            } else {
+                for a in &adopted {
+                    println!("registered {} version {} KCV {}", a.name, a.version, a.kcv);
+                }
+            }
             Ok(())
         }
         Command::Transcript(TranscriptCommand::Verify { transcript, key, json }) => {

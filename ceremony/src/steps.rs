@@ -1113,11 +1113,13 @@ impl<'a> Runner<'a> {
         }
         let body = json!({ "format": "kms-ceremony-handover/1", "ceremony": self.plan.name, "token": self.plan.hsm.token,
             "created": transcript::now(), "keys": list });
-        let text = serde_json::to_string_pretty(&body).map_err(|e| CeremonyError::Refused(e.to_string()))?;
-        write_private(output, format!("{text}\n").as_bytes())?;
+        let text = serde_json::to_string_pretty(&body).map_err(|e| CeremonyError::Refused(e.to_string()))? + "\n";
+        write_private(output, text.as_bytes())?;
         let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()));
         // why: the file is bound to the ceremony by this transcript entry
-        // (signed by the ceremony key), which names the file's SHA-256.
+        // (signed by the ceremony key), which names the file's SHA-256;
+        // `ceremony handover import` checks both before registering.
+        self.io.say(&format!("Hand-over file {} (SHA-256 {sha}) written.", output.display()));
         Ok(json!({ "output": output.display().to_string(), "sha256": sha, "keys": list }))
     }
 

@@ -323,3 +323,62 @@ fn bad_input_stops_before_anything_changes() {
     assert_eq!(out.code, 0, "{}", out.text);
     assert_eq!(r.details("ok.toml", "restore", "")["keys"][0]["kcv"]["value"], mot_kcv.as_str());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_service_adopts_the_keys_a_ceremony_hands_over() {
+    let setup = kms_tests::server::Setup::new(kms_tests::DbKind::Sqlite).await;
+    // The ceremony runs on the service's own token (its module and files).
+    let r = Rehearsal::new(setup.token.module, setup.dir.path());
+    std::fs::write(r.secrets.join("so-pin"), "so-pin-1234").unwrap();
+    std::fs::write(r.secrets.join("user-pin"), &setup.token.pin).unwrap();
+    r.write(
+        "plan.toml",
+        &format!(
+            "{}{}[[step]]\ntype = \"generate-key\"\nkey = \"dpk\"\n\n[[step]]\ntype = \"generate-key\"\nkey = \"mot\"\n\n\
+[[step]]\ntype = \"handover\"\nkeys = [\"dpk\", \"mot\"]\noutput = \"handover.json\"\n",
+            r.head("handover", &setup.token.label),
+            keys_toml(None)
+        ),
+    );
+    let out = r.run("plan.toml", "alice,bob");
+    assert_eq!(out.code, 0, "{}", out.text);
+    let summary = std::fs::read_to_string(r.dir.join("plan.summary.txt")).unwrap();
+    let fingerprint =
+        summary.lines().find_map(|l| l.strip_prefix("Transcript key SHA-256: ")).unwrap().trim().to_owned();
+    let dpk_kcv = r.details("plan.toml", "generate-key", "dpk")["kcv"]["value"].as_str().unwrap().to_owned();
+
+    let server = setup.start();
+    let officer = setup.pki.client("officer-handover", Some("security_officer"), Some("city-3301"));
+    r.write(
+        "client.toml",
+        &format!(
+            "endpoint = \"https://127.0.0.1:{}\"\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+            server.grpc_port,
+            setup.pki.ca_pem.display().to_string(),
+            officer.cert.display().to_string(),
+            officer.key.display().to_string()
+        ),
+    );
+    let import = |file: &str, key: &str| {
+        r.ceremony(&[
+            "handover", "import", file, "--transcript", "plan.jsonl", "--transcript-key", key, "--client", "client.toml",
+            "--json",
+        ])
+    };
+    // A changed file, or the wrong transcript key, registers nothing.
+    let original = std::fs::read_to_string(r.dir.join("handover.json")).unwrap();
+    r.write("changed.json", &original.replace("derivation_master", "transport_export"));
+    let out = import("changed.json", &fingerprint);
+    assert_eq!(out.code, 2, "{}", out.text);
+    assert!(out.text.contains("is not the hand-over file recorded"), "{}", out.text);
+    let out = import("handover.json", &"ab".repeat(32));
+    assert_ne!(out.code, 0, "{}", out.text);
+
+    let out = import("handover.json", &fingerprint);
+    assert_eq!(out.code, 0, "{}", out.text);
+    let adopted: serde_json::Value = serde_json::from_str(out.text.trim()).unwrap();
+    assert_eq!(adopted[0]["name"], "city/3301/mohurd/dpk");
+    assert_eq!(adopted[0]["kcv"], dpk_kcv.as_str());
+    assert_eq!(adopted[1]["name"], "city/3301/mot/mk");
+    drop(server);
+}

@@ -161,7 +161,8 @@ impl ClientOptions {
     }
 }
 
-pub(crate) fn call_error(rpc: &'static str, s: tonic::Status) -> ClientError {
+/// The error of a failed call `rpc`.
+pub fn call_error(rpc: &'static str, s: tonic::Status) -> ClientError {
     ClientError::Call { rpc, code: s.code(), message: s.message().to_owned() }
 }
 
