@@ -169,6 +169,16 @@ impl Token {
         self.run_tool(serde_json::json!({ "keys": keys }));
     }
 
+    /// Seeds one DES2 derivation key that is extractable without
+    /// `CKA_WRAP_WITH_TRUSTED`: a key the service must refuse to adopt.
+    pub fn seed_extractable(&self, label: &str, value: &[u8]) {
+        let key = serde_json::json!({
+            "label": label, "key_type": "DES2", "value": hex::encode(value),
+            "wrap": false, "unwrap": false, "derive": true, "extractable": true,
+        });
+        self.run_tool(serde_json::json!({ "keys": [key] }));
+    }
+
     /// Appends a `[faults]` table to hsm-sim's configuration (read when the
     /// server loads the module), e.g. an outage while a file exists.
     pub fn hsm_sim_faults(&self, faults_toml: &str) {

@@ -4,6 +4,8 @@
 //! issuing CA, CRL), checked with OpenSSL; transcripts verified and
 //! tampered with; bad input refused before anything changes.
 
+use kms_proto::v1 as pb;
+use kms_proto::v1::key_service_client::KeyServiceClient;
 use kms_tests::ca::{openssl, openssl_ok};
 use kms_tests::ceremony::Rehearsal;
 use kms_tests::token::Module;
@@ -29,8 +31,13 @@ fn kcv_of_components(r: &Rehearsal, key: &str) -> String {
             *c ^= b;
         }
     }
+    des3_kcv(&combined)
+}
+
+/// The DES3_ZERO KCV of a 2-key 3DES key, by OpenSSL.
+fn des3_kcv(key: &[u8]) -> String {
     let out = std::process::Command::new("openssl")
-        .args(["enc", "-des-ede-ecb", "-nopad", "-K", &hex::encode(combined)])
+        .args(["enc", "-des-ede-ecb", "-nopad", "-K", &hex::encode(key)])
         .args(["-provider", "legacy", "-provider", "default"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -380,5 +387,20 @@ async fn the_service_adopts_the_keys_a_ceremony_hands_over() {
     assert_eq!(adopted[0]["name"], "city/3301/mohurd/dpk");
     assert_eq!(adopted[0]["kcv"], dpk_kcv.as_str());
     assert_eq!(adopted[1]["name"], "city/3301/mot/mk");
+
+    // A key that anyone with the user PIN could wrap out is not adopted.
+    setup.token.seed_extractable("plain/extractable", &[0x11; 16]);
+    let mut so = KeyServiceClient::new(setup.channel(&server, "security_officer").await);
+    let refused = so
+        .import_key(pb::ImportKeyRequest {
+            name: "city/3301/plain".into(),
+            algorithm: pb::KeyAlgorithm::Des2 as i32,
+            purpose: pb::KeyPurpose::DerivationMaster as i32,
+            source: Some(pb::import_key_request::Source::HsmObjectLabel("plain/extractable".into())),
+            expected_kcv: Some(pb::KeyCheckValue { method: "DES3_ZERO".into(), value: des3_kcv(&[0x11; 16]) }),
+        })
+        .await
+        .unwrap_err();
+    assert!(refused.message().contains("CKA_EXTRACTABLE is true and CKA_WRAP_WITH_TRUSTED is not"), "{refused:?}");
     drop(server);
 }

@@ -50,7 +50,7 @@ fn main() {
                 Attribute::Token(true),
                 Attribute::Private(true),
                 Attribute::Sensitive(true),
-                Attribute::Extractable(false),
+                Attribute::Extractable(k["extractable"].as_bool().unwrap_or(false)),
                 Attribute::Encrypt(true),
                 Attribute::Wrap(k["wrap"].as_bool().unwrap_or(false)),
                 Attribute::Unwrap(k["unwrap"].as_bool().unwrap_or(false)),
