@@ -47,8 +47,8 @@ pub use ecdsa::ecdsa_raw_to_der;
 pub use error::CaError;
 pub use external::{ExternalIdentity, MAX_EXTERNAL_CHAIN, verify_external};
 pub use issue::{
-    IssuedCertificate, Issuer, IssuerInfo, check_issuer_certificate, check_issuer_certificate_at, issue_certificate,
-    issuer_csr, make_root, new_serial, sign_subordinate, SubordinateSpec,
+    IssuedCertificate, Issuer, IssuerInfo, SubordinateSpec, check_issuer_certificate, check_issuer_certificate_at,
+    issue_certificate, issuer_csr, make_root, new_serial, sign_subordinate,
 };
 pub use keytype::{KeyType, UnknownKeyType};
 pub use names::{DistinguishedNameSpec, DnAttribute, San, SanKind, is_printable_string};

@@ -119,7 +119,9 @@ impl BackupFile {
             .and_then(|m| hex::decode(m).ok())
             .ok_or_else(|| CeremonyError::Refused("the backup file has no valid mac".into()))?;
         hmac::verify(&mac_key(backup_key), &self.unsigned_bytes()?, &tag).map_err(|_| {
-            CeremonyError::Refused("the backup file's mac does not verify: the file was changed after the backup".into())
+            CeremonyError::Refused(
+                "the backup file's mac does not verify: the file was changed after the backup".into(),
+            )
         })
     }
 
@@ -133,10 +135,18 @@ impl BackupFile {
         let file: BackupFile = serde_json::from_slice(&bytes)
             .map_err(|e| CeremonyError::Refused(format!("{}: not a backup file: {e}", path.display())))?;
         if file.format != FORMAT {
-            return Err(CeremonyError::Refused(format!("{}: format {:?}, expected {FORMAT}", path.display(), file.format)));
+            return Err(CeremonyError::Refused(format!(
+                "{}: format {:?}, expected {FORMAT}",
+                path.display(),
+                file.format
+            )));
         }
         if file.threshold < 2 || file.threshold > file.custodians.len() {
-            return Err(CeremonyError::Refused(format!("{}: threshold {} does not fit", path.display(), file.threshold)));
+            return Err(CeremonyError::Refused(format!(
+                "{}: threshold {} does not fit",
+                path.display(),
+                file.threshold
+            )));
         }
         if hex::decode(&file.backup_id).map(|b| b.len()) != Ok(8) {
             return Err(CeremonyError::Refused(format!("{}: backup_id is not 8 bytes of hex", path.display())));

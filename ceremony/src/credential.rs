@@ -55,13 +55,7 @@ impl Credential {
     pub fn with_iterations(passphrase: &SecretString, salt: [u8; 16], iterations: u32) -> Credential {
         let iterations = NonZeroU32::new(iterations.max(MIN_ITERATIONS)).unwrap_or(NonZeroU32::MIN);
         let mut hash = vec![0u8; 32];
-        pbkdf2::derive(
-            pbkdf2::PBKDF2_HMAC_SHA256,
-            iterations,
-            &salt,
-            passphrase.expose_secret().as_bytes(),
-            &mut hash,
-        );
+        pbkdf2::derive(pbkdf2::PBKDF2_HMAC_SHA256, iterations, &salt, passphrase.expose_secret().as_bytes(), &mut hash);
         Credential { iterations, salt: salt.to_vec(), hash }
     }
 

@@ -93,9 +93,10 @@ pub fn import(
     }
     let sha = hex::encode(Sha256::digest(&bytes));
     let text = std::fs::read_to_string(transcript_path).map_err(CeremonyError::file(transcript_path))?;
-    let recorded = text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).any(|e| {
-        e["event"] == "handover" && e["details"]["sha256"].as_str() == Some(sha.as_str())
-    });
+    let recorded = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .any(|e| e["event"] == "handover" && e["details"]["sha256"].as_str() == Some(sha.as_str()));
     if !recorded {
         return Err(CeremonyError::Refused(format!(
             "{} (SHA-256 {sha}) is not the hand-over file recorded in {}",

@@ -279,10 +279,8 @@ fn read_line(term: &Term, prompt: &str, echo: bool) -> Result<Zeroizing<String>,
                 let _ = term.write_line("^C");
                 return Err(CeremonyError::Interrupted("Ctrl-C".into()));
             }
-            Key::Backspace => {
-                if line.pop().is_some() && echo {
-                    let _ = term.clear_chars(1);
-                }
+            Key::Backspace if line.pop().is_some() && echo => {
+                let _ = term.clear_chars(1);
             }
             Key::Char(c) if !c.is_control() && line.len() < MAX_INPUT => {
                 line.push(c);

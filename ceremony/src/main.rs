@@ -169,7 +169,13 @@ fn real_main(cli: Cli) -> Result<(), CeremonyError> {
                 });
                 println!("{out}");
             } else {
-                println!("plan {} is valid: {} officers, {} keys, {} steps", plan.display(), p.officers.len(), p.keys.len(), p.steps.len());
+                println!(
+                    "plan {} is valid: {} officers, {} keys, {} steps",
+                    plan.display(),
+                    p.officers.len(),
+                    p.keys.len(),
+                    p.steps.len()
+                );
             }
             Ok(())
         }
@@ -193,7 +199,8 @@ fn real_main(cli: Cli) -> Result<(), CeremonyError> {
                 Some(fd) => {
                     let mut s = Secrets::default();
                     let mut line = String::new();
-                    std::io::BufRead::read_line(&mut fd_reader(fd)?, &mut line).map_err(CeremonyError::file("passphrase"))?;
+                    std::io::BufRead::read_line(&mut fd_reader(fd)?, &mut line)
+                        .map_err(CeremonyError::file("passphrase"))?;
                     s.read_lines(format!("p={}", line.trim()).as_bytes())?;
                     let mut io = Io::batch(s, None, vec![]);
                     io.secret("p", "")?
@@ -211,7 +218,8 @@ fn real_main(cli: Cli) -> Result<(), CeremonyError> {
             Ok(())
         }
         Command::Handover(HandoverCommand::Import { file, transcript, transcript_key, client, json }) => {
-            let client = kms::cli::ClientOptions::from_file(&client).map_err(|e| CeremonyError::Refused(e.to_string()))?;
+            let client =
+                kms::cli::ClientOptions::from_file(&client).map_err(|e| CeremonyError::Refused(e.to_string()))?;
             let adopted = ceremony::handover::import(&file, &transcript, &transcript_key, &client)?;
             if json {
                 println!("{}", serde_json::to_string(&adopted).unwrap_or_default());

@@ -349,7 +349,8 @@ impl Plan {
             if officers.iter().any(|x: &Officer| x.name == o.name) {
                 return Err(format!("officer {:?} is listed twice", o.name));
             }
-            let credential = Credential::parse(&o.credential).map_err(|e| format!("officer {:?}: credential: {e}", o.name))?;
+            let credential =
+                Credential::parse(&o.credential).map_err(|e| format!("officer {:?}: credential: {e}", o.name))?;
             officers.push(Officer { name: o.name, credential });
         }
         let mut keys = BTreeMap::new();
@@ -366,15 +367,21 @@ impl Plan {
             })?;
             purpose.check_algorithm(algorithm).map_err(|e| format!("key {:?}: {e}", k.name))?;
             kms::keys::KeyName::parse("label", &k.label).map_err(|e| format!("key {:?}: label: {e}", k.name))?;
-            if let Some(kcv) = &k.kcv {
-                if kcv.len() != 6 || hex::decode(kcv).is_err() {
-                    return Err(format!("key {:?}: kcv {kcv:?} must be 6 hex digits", k.name));
-                }
+            if let Some(kcv) = &k.kcv
+                && (kcv.len() != 6 || hex::decode(kcv).is_err())
+            {
+                return Err(format!("key {:?}: kcv {kcv:?} must be 6 hex digits", k.name));
             }
             if !labels.insert(k.label.clone()) {
                 return Err(format!("key {:?}: label {:?} is used by another key", k.name, k.label));
             }
-            let plan = KeyPlan { name: k.name.clone(), label: k.label, algorithm, purpose, kcv: k.kcv.map(|s| s.to_uppercase()) };
+            let plan = KeyPlan {
+                name: k.name.clone(),
+                label: k.label,
+                algorithm,
+                purpose,
+                kcv: k.kcv.map(|s| s.to_uppercase()),
+            };
             if keys.insert(k.name.clone(), plan).is_some() {
                 return Err(format!("key {:?} is listed twice", k.name));
             }
@@ -428,7 +435,10 @@ impl Plan {
                         return Err(format!("components must be 0 or 2 to {MAX_PARTS}"));
                     }
                     if custodians.len() != *components {
-                        return Err(format!("{components} components need {components} custodians, not {}", custodians.len()));
+                        return Err(format!(
+                            "{components} components need {components} custodians, not {}",
+                            custodians.len()
+                        ));
                     }
                     self.custodians(custodians)?;
                 }
@@ -483,7 +493,8 @@ impl Plan {
                 self.custodians(custodians)?;
             }
             Step::RootCa { key_type, subject, validity_days, .. } => {
-                let kt: kms_ca::KeyType = key_type.parse().map_err(|_| format!("key_type {key_type:?} is not known"))?;
+                let kt: kms_ca::KeyType =
+                    key_type.parse().map_err(|_| format!("key_type {key_type:?} is not known"))?;
                 if matches!(kt, kms_ca::KeyType::Sm2) {
                     return Err("SM2 roots are not supported (the certificate code has no SM2 signer)".into());
                 }
@@ -645,14 +656,15 @@ output = "backup.json"
                 "[[step]]\ntype = \"import-wrapped\"\nkey = \"dpk\"\ntransport = \"dpk\"\nwrapped_file = \"w\"\n",
                 "not transport_import",
             ),
-            ("[[step]]\ntype = \"generate-key\"\nkey = \"dpk\"\n[[step]]\ntype = \"token-init\"\n", "must be the first step"),
+            (
+                "[[step]]\ntype = \"generate-key\"\nkey = \"dpk\"\n[[step]]\ntype = \"token-init\"\n",
+                "must be the first step",
+            ),
             ("", "no [[step]]"),
         ];
         for (steps, want) in cases {
-            match plan(steps) {
-                Ok(_) => panic!("accepted: {steps}"),
-                Err(e) => assert!(e.contains(want), "{steps}\n=> {e}\nwanted {want}"),
-            }
+            let e = plan(steps).err().unwrap_or_else(|| format!("accepted: {steps}"));
+            assert!(e.contains(want), "{steps}\n=> {e}\nwanted {want}");
         }
     }
 }

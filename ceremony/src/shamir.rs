@@ -60,6 +60,9 @@ pub enum ShamirError {
     TooFew,
 }
 
+/// Shares as `(x, y)`: x is 1..=255, y as long as the secret.
+pub type Shares = Vec<(u8, Zeroizing<Vec<u8>>)>;
+
 /// Splits `secret` into `shares` shares, any `threshold` of which recover
 /// it. `random` fills buffers with random bytes (the HSM's generator).
 pub fn split(
@@ -67,7 +70,7 @@ pub fn split(
     threshold: usize,
     shares: usize,
     random: &mut dyn FnMut(&mut [u8]) -> Result<(), crate::CeremonyError>,
-) -> Result<Vec<(u8, Zeroizing<Vec<u8>>)>, crate::CeremonyError> {
+) -> Result<Shares, crate::CeremonyError> {
     if threshold < 2 || threshold > shares || shares > 255 {
         return Err(crate::CeremonyError::Refused(ShamirError::Parameters { threshold, shares }.to_string()));
     }
@@ -176,7 +179,8 @@ mod tests {
                 }
             }
             // Two shares (below the threshold) give something else.
-            let two = [(shares[a].0, shares[a].1.as_slice()), (shares[(a + 1) % 5].0, shares[(a + 1) % 5].1.as_slice())];
+            let two =
+                [(shares[a].0, shares[a].1.as_slice()), (shares[(a + 1) % 5].0, shares[(a + 1) % 5].1.as_slice())];
             assert_ne!(combine(&two).map(|s| s.to_vec()), Ok(secret.clone()));
         }
         Ok(())

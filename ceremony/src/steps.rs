@@ -97,7 +97,13 @@ pub fn run(plan: &Plan, io: &mut Io, options: &RunOptions) -> Result<(), Ceremon
     let module = Module::load(&plan.hsm)?;
     check_token_state(plan, &module)?;
 
-    io.say(&format!("Ceremony {:?}: {} steps on token {:?} of {}", plan.name, plan.steps.len(), plan.hsm.token, module.name));
+    io.say(&format!(
+        "Ceremony {:?}: {} steps on token {:?} of {}",
+        plan.name,
+        plan.steps.len(),
+        plan.hsm.token,
+        module.name
+    ));
     for (i, step) in plan.steps.iter().enumerate() {
         io.say(&format!("  {}. {} (quorum {})", i + 1, describe(plan, step), plan.quorum_of(step)));
     }
@@ -151,9 +157,11 @@ pub fn run(plan: &Plan, io: &mut Io, options: &RunOptions) -> Result<(), Ceremon
             },
         }),
     )?;
-    io.say(&format!("Transcript {} started; its key's SHA-256 fingerprint is {fingerprint}", options.transcript.display()));
-    let mut runner =
-        Runner { plan, io, module: &module, session, caps, transcript, summary: Summary::default() };
+    io.say(&format!(
+        "Transcript {} started; its key's SHA-256 fingerprint is {fingerprint}",
+        options.transcript.display()
+    ));
+    let mut runner = Runner { plan, io, module: &module, session, caps, transcript, summary: Summary::default() };
     if let Some((officers, details)) = pending {
         runner.summary.officers.extend(officers.iter().cloned());
         runner.summary.steps.push(format!("1. token-init: authorised by {}", officers.join(", ")));
@@ -277,10 +285,18 @@ fn describe(plan: &Plan, step: &Step) -> String {
     let key = |name: &str| plan.keys.get(name).map(|k| format!("{} ({})", k.label, k.algorithm)).unwrap_or_default();
     match step {
         Step::TokenInit { wipe, .. } => {
-            format!("token-init: {} token {:?}", if *wipe { "erase and initialise" } else { "initialise" }, plan.hsm.token)
+            format!(
+                "token-init: {} token {:?}",
+                if *wipe { "erase and initialise" } else { "initialise" },
+                plan.hsm.token
+            )
         }
         Step::GenerateKey { key: k, components, .. } => {
-            format!("generate-key: {}{}", key(k), if *components > 0 { format!(", {components} components") } else { String::new() })
+            format!(
+                "generate-key: {}{}",
+                key(k),
+                if *components > 0 { format!(", {components} components") } else { String::new() }
+            )
         }
         Step::ImportComponents { key: k, custodians, .. } => {
             format!("import-components: {} from {} components", key(k), custodians.len())
@@ -320,7 +336,10 @@ fn authorise(plan: &Plan, io: &mut Io, index: usize) -> Result<Vec<String>, Cere
                     failures += 1;
                     io.say(&why);
                     if failures >= MAX_ATTEMPTS * needed {
-                        return Err(CeremonyError::Refused(format!("step {}: too many failed authentications", index + 1)));
+                        return Err(CeremonyError::Refused(format!(
+                            "step {}: too many failed authentications",
+                            index + 1
+                        )));
                     }
                 }
                 Err(e) => return Err(e),
@@ -345,9 +364,8 @@ fn authorise(plan: &Plan, io: &mut Io, index: usize) -> Result<Vec<String>, Cere
 
 /// Checks one officer's passphrase.
 fn authenticate(plan: &Plan, io: &mut Io, name: &str) -> Result<(), CeremonyError> {
-    let officer = plan
-        .officer(name)
-        .ok_or_else(|| CeremonyError::Refused(format!("{name:?} is not an officer of this plan")))?;
+    let officer =
+        plan.officer(name).ok_or_else(|| CeremonyError::Refused(format!("{name:?} is not an officer of this plan")))?;
     let passphrase = io.secret(&format!("officer-{name}"), &format!("Passphrase of {name}: "))?;
     if officer.credential.verify(&passphrase) {
         Ok(())
@@ -421,11 +439,9 @@ impl<'a> Runner<'a> {
             Step::GenerateKey { key, components, custodians, .. } => {
                 self.generate_key(self.plan.key(key).map_err(CeremonyError::Refused)?, *components, custodians)?
             }
-            Step::ImportComponents { key, custodians, component_kcvs, .. } => self.import_components(
-                self.plan.key(key).map_err(CeremonyError::Refused)?,
-                custodians,
-                component_kcvs,
-            )?,
+            Step::ImportComponents { key, custodians, component_kcvs, .. } => {
+                self.import_components(self.plan.key(key).map_err(CeremonyError::Refused)?, custodians, component_kcvs)?
+            }
             Step::ImportWrapped { key, transport, wrapped_file, .. } => self.import_wrapped(
                 self.plan.key(key).map_err(CeremonyError::Refused)?,
                 self.plan.key(transport).map_err(CeremonyError::Refused)?,
@@ -467,14 +483,15 @@ impl<'a> Runner<'a> {
                     &self.plan.resolve(output),
                 )?
             }
-            Step::RootCrl { root_label, root_certificate, number, validity_days, revoked, output, .. } => self.root_crl(
-                root_label,
-                &self.plan.resolve(root_certificate),
-                *number,
-                *validity_days,
-                revoked,
-                &self.plan.resolve(output),
-            )?,
+            Step::RootCrl { root_label, root_certificate, number, validity_days, revoked, output, .. } => self
+                .root_crl(
+                    root_label,
+                    &self.plan.resolve(root_certificate),
+                    *number,
+                    *validity_days,
+                    revoked,
+                    &self.plan.resolve(output),
+                )?,
             Step::Handover { keys, output, .. } => self.handover(keys, &self.plan.resolve(output))?,
         };
         self.summary.steps.push(format!("{n}. {}: authorised by {}", describe(self.plan, step), officers.join(", ")));
@@ -505,7 +522,12 @@ impl<'a> Runner<'a> {
     }
 
     /// A session object holding `value` (a component or backup key).
-    fn session_key(&self, algorithm: Algorithm, value: &[u8], extra: &[Attribute]) -> Result<ObjectHandle, CeremonyError> {
+    fn session_key(
+        &self,
+        algorithm: Algorithm,
+        value: &[u8],
+        extra: &[Attribute],
+    ) -> Result<ObjectHandle, CeremonyError> {
         let mut t = vec![
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::KeyType(keyops::key_type(&self.caps, algorithm)?),
@@ -522,10 +544,7 @@ impl<'a> Runner<'a> {
 
     fn new_components(&self, len: usize) -> Components {
         let in_hsm = self.caps.row("key_xor").is_some_and(|r| r.available);
-        Components {
-            objects: Vec::new(),
-            host_xor: if in_hsm { None } else { Some(Zeroizing::new(vec![0u8; len])) },
-        }
+        Components { objects: Vec::new(), host_xor: if in_hsm { None } else { Some(Zeroizing::new(vec![0u8; len])) } }
     }
 
     /// Adds a component: makes its session object and returns its KCV.
@@ -555,7 +574,12 @@ impl<'a> Runner<'a> {
         made
     }
 
-    fn combine_objects(&mut self, set: &Components, key: &KeyPlan, id: &[u8]) -> Result<(ObjectHandle, bool), CeremonyError> {
+    fn combine_objects(
+        &mut self,
+        set: &Components,
+        key: &KeyPlan,
+        id: &[u8],
+    ) -> Result<(ObjectHandle, bool), CeremonyError> {
         let module = self.module.name.clone();
         let template = keyops::long_term_template(
             &self.caps,
@@ -616,7 +640,12 @@ impl<'a> Runner<'a> {
         Ok((result?, true))
     }
 
-    fn finish_key(&mut self, handle: ObjectHandle, key: &KeyPlan, expected: Option<&str>) -> Result<kms::keys::Kcv, CeremonyError> {
+    fn finish_key(
+        &mut self,
+        handle: ObjectHandle,
+        key: &KeyPlan,
+        expected: Option<&str>,
+    ) -> Result<kms::keys::Kcv, CeremonyError> {
         let kcv = match keyops::kcv(&self.session, &self.caps, handle, key.algorithm.default_kcv()) {
             Ok(k) => k,
             Err(e) => {
@@ -624,28 +653,46 @@ impl<'a> Runner<'a> {
                 return Err(e.into());
             }
         };
-        if let Some(want) = expected {
-            if !kcv.value.eq_ignore_ascii_case(want) {
-                let _ = self.session.destroy_object(handle);
-                return Err(CeremonyError::Refused(format!(
-                    "the combined key's KCV is {}, not the published {want}: the key was not kept",
-                    kcv.value
-                )));
-            }
+        if let Some(want) = expected
+            && !kcv.value.eq_ignore_ascii_case(want)
+        {
+            let _ = self.session.destroy_object(handle);
+            return Err(CeremonyError::Refused(format!(
+                "the combined key's KCV is {}, not the published {want}: the key was not kept",
+                kcv.value
+            )));
         }
         self.summary.keys.push(format!("{} {} KCV {} {}", key.label, key.algorithm, kcv.method, kcv.value));
-        self.io.say(&format!("Key {} ({}) is in the token. KCV ({}) {}: everyone check it.", key.label, key.algorithm, kcv.method, kcv.value));
+        self.io.say(&format!(
+            "Key {} ({}) is in the token. KCV ({}) {}: everyone check it.",
+            key.label, key.algorithm, kcv.method, kcv.value
+        ));
         Ok(kcv)
     }
 
-    fn generate_key(&mut self, key: &KeyPlan, components: usize, custodians: &[String]) -> Result<serde_json::Value, CeremonyError> {
+    fn generate_key(
+        &mut self,
+        key: &KeyPlan,
+        components: usize,
+        custodians: &[String],
+    ) -> Result<serde_json::Value, CeremonyError> {
         self.require_free_label(&key.label)?;
         let id = fresh_id(&self.session, self.module())?;
         if components == 0 {
-            let h = keyops::generate(&self.session, &self.caps, key.algorithm, key.purpose, &key.label, &id, Export::TrustedWrapOnly)?;
+            let h = keyops::generate(
+                &self.session,
+                &self.caps,
+                key.algorithm,
+                key.purpose,
+                &key.label,
+                &id,
+                Export::TrustedWrapOnly,
+            )?;
             let kcv = self.finish_key(h, key, None)?;
-            return Ok(json!({ "key": key.name, "label": key.label, "id": hex::encode(&id), "algorithm": key.algorithm.as_str(),
-                "purpose": key.purpose.as_str(), "kcv": kcv_json(&kcv), "components": 0 }));
+            return Ok(
+                json!({ "key": key.name, "label": key.label, "id": hex::encode(&id), "algorithm": key.algorithm.as_str(),
+                "purpose": key.purpose.as_str(), "kcv": kcv_json(&kcv), "components": 0 }),
+            );
         }
         let len = key.algorithm.key_len();
         // First make and check every component, then show them: an HSM
@@ -699,7 +746,12 @@ impl<'a> Runner<'a> {
                 attempt += 1;
                 let text = self.io.secret(
                     &format!("component-{}-{custodian}", key.name),
-                    &format!("{custodian}, component {} of {} for {} (hex, not shown): ", i + 1, custodians.len(), key.label),
+                    &format!(
+                        "{custodian}, component {} of {} for {} (hex, not shown): ",
+                        i + 1,
+                        custodians.len(),
+                        key.label
+                    ),
                 )?;
                 let problem = match parse_component(&text, len) {
                     Err(why) => why,
@@ -732,14 +784,23 @@ impl<'a> Runner<'a> {
             "combined": if in_hsm { "in the HSM" } else { "on the host (module has no key XOR)" } }))
     }
 
-    fn import_wrapped(&mut self, key: &KeyPlan, transport: &KeyPlan, file: &Path) -> Result<serde_json::Value, CeremonyError> {
+    fn import_wrapped(
+        &mut self,
+        key: &KeyPlan,
+        transport: &KeyPlan,
+        file: &Path,
+    ) -> Result<serde_json::Value, CeremonyError> {
         self.require_free_label(&key.label)?;
         let text = std::fs::read_to_string(file).map_err(CeremonyError::file(file))?;
         let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
         let wrapped = hex::decode(&compact)
             .map_err(|_| CeremonyError::Refused(format!("{}: the wrapped key is not hex", file.display())))?;
         if wrapped.is_empty() || wrapped.len() > 64 {
-            return Err(CeremonyError::Refused(format!("{}: {} bytes is not a wrapped key", file.display(), wrapped.len())));
+            return Err(CeremonyError::Refused(format!(
+                "{}: {} bytes is not a wrapped key",
+                file.display(),
+                wrapped.len()
+            )));
         }
         let tk = token::secret_key(&self.session, self.module(), &transport.label)?;
         let format = WrapFormat::default_for(transport.algorithm);
@@ -854,7 +915,8 @@ impl<'a> Runner<'a> {
         };
         file.seal(&backup_key)?;
         let session = &self.session;
-        let shares = shamir::split(&backup_key, threshold, custodians.len(), &mut |buf| token::random(session, &module, buf))?;
+        let shares =
+            shamir::split(&backup_key, threshold, custodians.len(), &mut |buf| token::random(session, &module, buf))?;
         drop(backup_key);
         // The shares are shown before the file is written: a ceremony
         // stopped half-way leaves no backup that cannot be restored.
@@ -957,7 +1019,8 @@ impl<'a> Runner<'a> {
                     .map_err(|_| CeremonyError::Refused(format!("{}: unknown purpose {}", k.label, k.purpose)))?;
                 let wrapped = hex::decode(&k.wrapped)
                     .map_err(|_| CeremonyError::Refused(format!("{}: wrapped key is not hex", k.label)))?;
-                let id = hex::decode(&k.id).map_err(|_| CeremonyError::Refused(format!("{}: id is not hex", k.label)))?;
+                let id =
+                    hex::decode(&k.id).map_err(|_| CeremonyError::Refused(format!("{}: id is not hex", k.label)))?;
                 let h = keyops::unwrap(
                     &self.session,
                     &self.caps,
@@ -996,8 +1059,10 @@ impl<'a> Runner<'a> {
             self.summary.keys.push(format!("{label} {algorithm} KCV {} {} (restored)", kcv.method, kcv.value));
             self.io.say(&format!("Restored {label} ({algorithm}), KCV {}: everyone check it.", kcv.value));
         }
-        Ok(json!({ "input": input.display().to_string(), "backup_id": file.backup_id, "shares_from": custodians.iter().take(file.threshold).collect::<Vec<_>>(),
-            "keys": restored.iter().map(|(l, a, k)| json!({ "label": l, "algorithm": a, "kcv": kcv_json(k) })).collect::<Vec<_>>() }))
+        Ok(
+            json!({ "input": input.display().to_string(), "backup_id": file.backup_id, "shares_from": custodians.iter().take(file.threshold).collect::<Vec<_>>(),
+            "keys": restored.iter().map(|(l, a, k)| json!({ "label": l, "algorithm": a, "kcv": kcv_json(k) })).collect::<Vec<_>>() }),
+        )
     }
 
     fn root_ca(
@@ -1031,7 +1096,11 @@ impl<'a> Runner<'a> {
         };
         let fp = hex::encode_upper(cert.sha256_fingerprint);
         self.summary.certificates.push(format!("root {} SHA-256 {fp} -> {}", cert.subject, output.display()));
-        self.io.say(&format!("Root certificate {}\n  SHA-256 fingerprint {fp}\n  written to {}", cert.subject, output.display()));
+        self.io.say(&format!(
+            "Root certificate {}\n  SHA-256 fingerprint {fp}\n  written to {}",
+            cert.subject,
+            output.display()
+        ));
         Ok(json!({ "label": label, "id": hex::encode(&id), "key_type": key_type.name(), "subject": cert.subject,
             "serial": hex::encode(&cert.serial), "not_after": cert.not_after.to_string(), "sha256": fp,
             "output": output.display().to_string() }))
@@ -1052,7 +1121,8 @@ impl<'a> Runner<'a> {
         output: &Path,
     ) -> Result<serde_json::Value, CeremonyError> {
         let csr = read_pem_or_der(csr_path, "CERTIFICATE REQUEST")?;
-        let parsed = kms_ca::parse_csr(&csr).map_err(|e| CeremonyError::Refused(format!("{}: {e}", csr_path.display())))?;
+        let parsed =
+            kms_ca::parse_csr(&csr).map_err(|e| CeremonyError::Refused(format!("{}: {e}", csr_path.display())))?;
         let csr_sha = hex::encode_upper(<sha2::Sha256 as sha2::Digest>::digest(&csr));
         let subject = parsed.subject().iter().map(|e| format!("{}={}", e.oid, e.value)).collect::<Vec<_>>().join(", ");
         self.io.say(&format!("CSR {}\n  subject {subject}\n  SHA-256 of the CSR {csr_sha}", csr_path.display()));
@@ -1065,7 +1135,11 @@ impl<'a> Runner<'a> {
         write_private(output, cert.pem.as_bytes())?;
         let fp = hex::encode_upper(cert.sha256_fingerprint);
         self.summary.certificates.push(format!("issuing CA {} SHA-256 {fp} -> {}", cert.subject, output.display()));
-        self.io.say(&format!("Issuing CA certificate {}\n  SHA-256 fingerprint {fp}\n  written to {}", cert.subject, output.display()));
+        self.io.say(&format!(
+            "Issuing CA certificate {}\n  SHA-256 fingerprint {fp}\n  written to {}",
+            cert.subject,
+            output.display()
+        ));
         Ok(json!({ "csr_sha256": csr_sha, "subject": cert.subject, "serial": hex::encode(&cert.serial),
             "not_after": cert.not_after.to_string(), "path_len": spec.path_len, "permitted_dns": spec.name_constraints.permitted_dns,
             "excluded_dns": spec.name_constraints.excluded_dns, "sha256": fp, "output": output.display().to_string() }))
@@ -1135,7 +1209,10 @@ impl<'a> Runner<'a> {
         line(&mut t, format!("Outcome:            {outcome}"));
         line(&mut t, format!("Module / token:     {} / {}", self.module.name, self.plan.hsm.token));
         line(&mut t, format!("Plan SHA-256:       {}", hex::encode(self.plan.sha256)));
-        line(&mut t, format!("Officers who authenticated: {}", s.officers.iter().cloned().collect::<Vec<_>>().join(", ")));
+        line(
+            &mut t,
+            format!("Officers who authenticated: {}", s.officers.iter().cloned().collect::<Vec<_>>().join(", ")),
+        );
         line(&mut t, String::new());
         line(&mut t, "Steps:".into());
         for x in &s.steps {

@@ -59,7 +59,10 @@ impl Module {
     /// The token's slot, or an error saying there is none.
     pub fn token_slot(&self) -> Result<Slot, CeremonyError> {
         self.find_token()?.ok_or_else(|| {
-            CeremonyError::Refused(format!("module {} has no initialised token labelled {:?}", self.name, self.plan.token))
+            CeremonyError::Refused(format!(
+                "module {} has no initialised token labelled {:?}",
+                self.name, self.plan.token
+            ))
         })
     }
 
@@ -105,7 +108,11 @@ pub fn login(session: &Session, module: &str, user: UserType, pin: &SecretString
 pub fn random(session: &Session, module: &str, out: &mut [u8]) -> Result<(), CeremonyError> {
     let bytes = session.generate_random_vec(out.len() as u32).map_err(hsm(module))?;
     if bytes.len() != out.len() {
-        return Err(CeremonyError::Refused(format!("module {module} returned {} random bytes, not {}", bytes.len(), out.len())));
+        return Err(CeremonyError::Refused(format!(
+            "module {module} returned {} random bytes, not {}",
+            bytes.len(),
+            out.len()
+        )));
     }
     out.copy_from_slice(&bytes);
     Ok(())

@@ -142,10 +142,7 @@ impl Transcript {
 /// UTC now, RFC 3339, seconds.
 pub fn now() -> String {
     let t = time::OffsetDateTime::now_utc();
-    t.replace_nanosecond(0)
-        .unwrap_or(t)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    t.replace_nanosecond(0).unwrap_or(t).format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 /// What [`verify`] found in a good transcript.
@@ -178,7 +175,8 @@ pub fn verify(path: &Path, fingerprint: Option<&str>) -> Result<Verified, Ceremo
     let mut buf = Vec::new();
     loop {
         buf.clear();
-        let read = (&mut reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut buf).map_err(CeremonyError::file(path))?;
+        let read =
+            (&mut reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut buf).map_err(CeremonyError::file(path))?;
         if read == 0 {
             break;
         }
@@ -223,10 +221,10 @@ pub fn verify(path: &Path, fingerprint: Option<&str>) -> Result<Verified, Ceremo
                 return Err(fail("line 1: transcript_key.spki does not hold ec_point".into()));
             }
             let fp = hex::encode(Sha256::digest(&spki));
-            if let Some(want) = fingerprint {
-                if !want.eq_ignore_ascii_case(&fp) {
-                    return Err(fail(format!("the transcript key is {fp}, not {want} from the summary")));
-                }
+            if let Some(want) = fingerprint
+                && !want.eq_ignore_ascii_case(&fp)
+            {
+                return Err(fail(format!("the transcript key is {fp}, not {want} from the summary")));
             }
             ceremony = entry["ceremony"].as_str().unwrap_or_default().to_owned();
             key = Some((point, fp));
@@ -236,7 +234,10 @@ pub fn verify(path: &Path, fingerprint: Option<&str>) -> Result<Verified, Ceremo
         };
         let public = ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, point);
         public.verify(body.as_bytes(), &sig).map_err(|_| {
-            fail(format!("line {lineno}: the signature does not verify: the entry was edited (event {})", entry["event"]))
+            fail(format!(
+                "line {lineno}: the signature does not verify: the entry was edited (event {})",
+                entry["event"]
+            ))
         })?;
         last_event = entry["event"].as_str().unwrap_or_default().to_owned();
         prev = Sha256::digest(line.as_bytes()).into();

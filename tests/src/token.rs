@@ -63,10 +63,7 @@ pub fn module_env(module: Module, dir: &Path) -> Vec<(String, String)> {
             let conf = dir.join("softhsm2.conf");
             std::fs::write(
                 &conf,
-                format!(
-                    "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                    tokens.display()
-                ),
+                format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", tokens.display()),
             )
             .unwrap();
             vec![("SOFTHSM2_CONF".to_owned(), conf.display().to_string())]

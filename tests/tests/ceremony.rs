@@ -3,6 +3,7 @@
 //! backup, wipe, restore from the components and from two shares, root CA,
 //! issuing CA, CRL), checked with OpenSSL; transcripts verified and
 //! tampered with; bad input refused before anything changes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use kms_proto::v1 as pb;
 use kms_proto::v1::key_service_client::KeyServiceClient;
@@ -59,8 +60,19 @@ fn a_complete_ceremony_restores_the_same_keys_and_its_transcript_detects_tamperi
     openssl_ok(
         &r.dir,
         &[
-            "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "issuing.key",
-            "-subj", "/C=CN/O=City 3301 Transit/CN=City 3301 Issuing CA 2026", "-out", "issuing.csr",
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "issuing.key",
+            "-subj",
+            "/C=CN/O=City 3301 Transit/CN=City 3301 Issuing CA 2026",
+            "-out",
+            "issuing.csr",
         ],
     );
     let plan1 = format!(
@@ -90,8 +102,12 @@ revoked = [\"0102\"]\noutput = \"root-crl.pem\"\n\n\
     let generated = r.details("plan1.toml", "generate-key", "dpk");
     let dpk_kcv = generated["kcv"]["value"].as_str().unwrap().to_owned();
     assert_eq!(kcv_of_components(&r, "dpk"), dpk_kcv);
-    let component_kcvs: Vec<String> =
-        generated["components"].as_array().unwrap().iter().map(|c| c["kcv"]["value"].as_str().unwrap().to_owned()).collect();
+    let component_kcvs: Vec<String> = generated["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["kcv"]["value"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(component_kcvs.len(), 3);
     match module {
         Module::HsmSim => assert_eq!(generated["combined"], "in the HSM", "{generated}"),
@@ -128,12 +144,8 @@ revoked = [\"0102\"]\noutput = \"root-crl.pem\"\n\n\
 
     // The transcript verifies against the key named on the summary.
     let summary = std::fs::read_to_string(r.dir.join("plan1.summary.txt")).unwrap();
-    let fingerprint = summary
-        .lines()
-        .find_map(|l| l.strip_prefix("Transcript key SHA-256: "))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let fingerprint =
+        summary.lines().find_map(|l| l.strip_prefix("Transcript key SHA-256: ")).unwrap().trim().to_owned();
     assert!(summary.contains(&dpk_kcv) && summary.contains(&mot_kcv), "{summary}");
     let verified = r.ceremony(&["transcript", "verify", "plan1.jsonl", "--key", &fingerprint, "--json"]);
     assert_eq!(verified.code, 0, "{}", verified.text);
@@ -185,7 +197,8 @@ revoked = [\"0102\"]\noutput = \"root-crl.pem\"\n\n\
     let run = r.run("plan3.toml", "alice,bob");
     assert_eq!(run.code, 0, "{}", run.text);
     let restored = r.details("plan3.toml", "restore", "");
-    let kcvs: Vec<&str> = restored["keys"].as_array().unwrap().iter().map(|k| k["kcv"]["value"].as_str().unwrap()).collect();
+    let kcvs: Vec<&str> =
+        restored["keys"].as_array().unwrap().iter().map(|k| k["kcv"]["value"].as_str().unwrap()).collect();
     assert_eq!(kcvs, [dpk_kcv.as_str(), mot_kcv.as_str()]);
     for plan in ["plan2.jsonl", "plan3.jsonl"] {
         let out = r.ceremony(&["transcript", "verify", plan]);
@@ -255,8 +268,12 @@ fn bad_input_stops_before_anything_changes() {
     let good = std::fs::read_to_string(r.secrets.join("component-mot-bob")).unwrap();
     let setup_mot = r.details("setup.toml", "generate-key", "mot");
     let mot_kcv = setup_mot["kcv"]["value"].as_str().unwrap().to_owned();
-    let ckcvs: Vec<String> =
-        setup_mot["components"].as_array().unwrap().iter().map(|c| c["kcv"]["value"].as_str().unwrap().to_owned()).collect();
+    let ckcvs: Vec<String> = setup_mot["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["kcv"]["value"].as_str().unwrap().to_owned())
+        .collect();
     let import = |name: &str| {
         format!(
             "{head}[[key]]\nname = \"mot\"\nlabel = \"city/3301/mot/again\"\nalgorithm = \"AES128\"\npurpose = \"derivation_master\"\nkcv = {mot_kcv:?}\n\n\
@@ -266,14 +283,24 @@ fn bad_input_stops_before_anything_changes() {
     };
     let flipped: String = good
         .lines()
-        .map(|l| if l.starts_with('#') { l.to_owned() } else { format!("{}{}", if l.starts_with('0') { "1" } else { "0" }, &l[1..]) })
+        .map(|l| {
+            if l.starts_with('#') {
+                l.to_owned()
+            } else {
+                format!("{}{}", if l.starts_with('0') { "1" } else { "0" }, &l[1..])
+            }
+        })
         .collect::<Vec<_>>()
         .join("\n");
     std::fs::write(r.secrets.join("component-mot-bob"), flipped).unwrap();
     r.write("wrong.toml", &import("wrong-component"));
     let out = r.run("wrong.toml", "alice,bob");
     assert_eq!(out.code, 2, "{}", out.text);
-    assert!(out.text.contains("component 2 has KCV") && out.text.contains(&format!("not the published {}", ckcvs[1])), "{}", out.text);
+    assert!(
+        out.text.contains("component 2 has KCV") && out.text.contains(&format!("not the published {}", ckcvs[1])),
+        "{}",
+        out.text
+    );
     let last = r.entries("wrong.toml").pop().unwrap();
     assert_eq!(last["event"], "ceremony-aborted");
     assert_eq!(r.ceremony(&["transcript", "verify", "wrong.jsonl"]).code, 0);
@@ -368,7 +395,15 @@ async fn the_service_adopts_the_keys_a_ceremony_hands_over() {
     );
     let import = |file: &str, key: &str| {
         r.ceremony(&[
-            "handover", "import", file, "--transcript", "plan.jsonl", "--transcript-key", key, "--client", "client.toml",
+            "handover",
+            "import",
+            file,
+            "--transcript",
+            "plan.jsonl",
+            "--transcript-key",
+            key,
+            "--client",
+            "client.toml",
             "--json",
         ])
     };

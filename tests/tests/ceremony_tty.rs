@@ -2,6 +2,7 @@
 //! typed at prompts never appear on the screen, a component with the wrong
 //! KCV is asked for again, and Ctrl-C at a prompt leaves the token and the
 //! transcript consistent.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -105,7 +106,8 @@ fn an_interactive_ceremony_hides_secrets_asks_again_and_survives_ctrl_c() {
         )
     };
     let bin = kms_tests::ceremony::ceremony_bin();
-    let secrets_typed = [USER_PIN.to_owned(), secret("officer-alice"), secret("officer-bob"), c_alice.clone(), c_bob.clone()];
+    let secrets_typed =
+        [USER_PIN.to_owned(), secret("officer-alice"), secret("officer-bob"), c_alice.clone(), c_bob.clone()];
 
     // 1. Interactive import: one wrong component, asked again, then right.
     r.write("import.toml", &import("city/3301/mot/tty"));

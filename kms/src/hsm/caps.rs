@@ -181,13 +181,7 @@ fn satisfies(info: &MechanismInfo, needs: Needs) -> bool {
 
 impl Capabilities {
     /// Probes `slot` of `ctx` using `session` (logged in).
-    pub fn probe(
-        ctx: &Pkcs11,
-        slot: Slot,
-        session: &Session,
-        module: &str,
-        vendor: &VendorMechanisms,
-    ) -> Capabilities {
+    pub fn probe(ctx: &Pkcs11, slot: Slot, session: &Session, module: &str, vendor: &VendorMechanisms) -> Capabilities {
         let mut rows = Vec::new();
         for spec in specs(vendor) {
             let Some(number) = spec.mechanism else {
