@@ -9,6 +9,7 @@ pub mod credential;
 pub mod error;
 pub mod handover;
 pub mod io;
+pub mod pdf;
 pub mod plan;
 pub mod shamir;
 pub mod steps;

@@ -173,8 +173,10 @@ pub fn run(plan: &Plan, io: &mut Io, options: &RunOptions) -> Result<(), Ceremon
             runner.transcript.append(&runner.session, "ceremony-completed", None, &[], json!({}))?;
             let text = runner.summary_text(&fingerprint, "completed");
             write_private(&options.summary, text.as_bytes())?;
+            let pdf = options.summary.with_extension("pdf");
+            write_private(&pdf, &crate::pdf::render(&format!("Key ceremony {}", plan.name), &text))?;
             runner.io.say(&text);
-            runner.io.say(&format!("Summary written to {}", options.summary.display()));
+            runner.io.say(&format!("Summary written to {} (printable: {})", options.summary.display(), pdf.display()));
             Ok(())
         }
         Err(e) => {
@@ -209,7 +211,7 @@ fn blank_slot(module: &Module) -> Result<cryptoki::slot::Slot, CeremonyError> {
 /// Checks made before the module is touched: files that must exist do,
 /// files to be written do not.
 fn preflight(plan: &Plan, options: &RunOptions) -> Result<(), CeremonyError> {
-    let mut outputs = vec![options.transcript.clone(), options.summary.clone()];
+    let mut outputs = vec![options.transcript.clone(), options.summary.clone(), options.summary.with_extension("pdf")];
     let mut made = BTreeSet::new();
     let mut must_exist = Vec::new();
     for step in &plan.steps {

@@ -147,6 +147,14 @@ revoked = [\"0102\"]\noutput = \"root-crl.pem\"\n\n\
     let fingerprint =
         summary.lines().find_map(|l| l.strip_prefix("Transcript key SHA-256: ")).unwrap().trim().to_owned();
     assert!(summary.contains(&dpk_kcv) && summary.contains(&mot_kcv), "{summary}");
+    // The printable summary is a PDF that poppler reads back.
+    let pdf = std::process::Command::new("pdftotext")
+        .args(["-layout", "plan1.summary.pdf", "-"])
+        .current_dir(&r.dir)
+        .output()
+        .expect("pdftotext runs (scripts/test installs poppler-utils)");
+    let pdf_text = String::from_utf8_lossy(&pdf.stdout);
+    assert!(pdf.status.success() && pdf_text.contains(&format!("DES3_ZERO {dpk_kcv}")), "{pdf_text}");
     let verified = r.ceremony(&["transcript", "verify", "plan1.jsonl", "--key", &fingerprint, "--json"]);
     assert_eq!(verified.code, 0, "{}", verified.text);
     let v: serde_json::Value = serde_json::from_str(verified.text.trim()).unwrap();
