@@ -79,6 +79,10 @@ pub struct BackupFile {
     pub custodians: Vec<String>,
     /// The backup key's KCV (AES, zero block).
     pub backup_key_kcv: KcvJson,
+    /// SHA-256("kms-ceremony-share-hash-v1" || id || number || value) of
+    /// each share (hex), in share-number order: a share is checked on its
+    /// own against the MAC-covered file, and a wrong one is named.
+    pub share_hashes: Vec<String>,
     /// `CKM_AES_KEY_WRAP`.
     pub mechanism: String,
     /// The keys.
@@ -151,6 +155,14 @@ impl BackupFile {
         if hex::decode(&file.backup_id).map(|b| b.len()) != Ok(8) {
             return Err(CeremonyError::Refused(format!("{}: backup_id is not 8 bytes of hex", path.display())));
         }
+        if file.share_hashes.len() != file.custodians.len() {
+            return Err(CeremonyError::Refused(format!("{}: one share hash per custodian is needed", path.display())));
+        }
+        for k in &file.keys {
+            if hex::decode(&k.wrapped).is_err() || hex::decode(&k.id).is_err() {
+                return Err(CeremonyError::Refused(format!("{}: key {:?} is not hex", path.display(), k.label)));
+            }
+        }
         Ok(file)
     }
 }
@@ -163,6 +175,16 @@ fn share_check(id: &[u8], x: u8, y: &[u8]) -> [u8; 3] {
     h.update(y);
     let d = h.finalize();
     [d[0], d[1], d[2]]
+}
+
+/// The hash of share `x` the backup file keeps.
+pub fn share_hash(id: &[u8], x: u8, y: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(b"kms-ceremony-share-hash-v1");
+    h.update(id);
+    h.update([x]);
+    h.update(y);
+    hex::encode(h.finalize())
 }
 
 /// The text of share `x` of backup `id`, in groups of 4 for reading aloud
@@ -256,6 +278,7 @@ mod tests {
             threshold: 2,
             custodians: vec!["a".into(), "b".into()],
             backup_key_kcv: KcvJson { method: "AES_ZERO".into(), value: "000000".into() },
+            share_hashes: vec![],
             mechanism: "CKM_AES_KEY_WRAP".into(),
             keys: vec![BackupKey {
                 name: "k".into(),

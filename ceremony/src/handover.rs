@@ -83,7 +83,7 @@ pub fn import(
         return Err(CeremonyError::Refused(format!("{}: too large for a hand-over file", file.display())));
     }
     let bytes = std::fs::read(file).map_err(CeremonyError::file(file))?;
-    let verified = transcript::verify(transcript_path, Some(key_fingerprint))?;
+    let verified = transcript::verify(transcript_path, key_fingerprint, None)?;
     if verified.closing != "ceremony-completed" {
         return Err(CeremonyError::Refused(format!(
             "transcript {} ends with {}: keys of an aborted ceremony are not handed over",

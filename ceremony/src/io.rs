@@ -56,16 +56,29 @@ impl Secrets {
         if let Some(dir) = &self.dir {
             let path = dir.join(id);
             if path.is_file() {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(&path).map_err(CeremonyError::file(&path))?.permissions().mode();
+                if mode & 0o077 != 0 {
+                    return Err(CeremonyError::Refused(format!(
+                        "{} can be read by others (mode {:o}); a secret file must be 0600",
+                        path.display(),
+                        mode & 0o777
+                    )));
+                }
                 let text = Zeroizing::new(std::fs::read_to_string(&path).map_err(CeremonyError::file(&path))?);
                 if text.len() > MAX_INPUT * 4 {
                     return Err(CeremonyError::Refused(format!("{}: too long for a secret", path.display())));
                 }
                 // `#` lines are notes (what a custodian's delivery file
                 // says about its secret); the rest is the secret.
-                let value: Zeroizing<String> = Zeroizing::new(
-                    text.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n").trim().to_owned(),
-                );
-                return Ok(SecretString::from(value.as_str().to_owned()));
+                let mut value = Zeroizing::new(String::with_capacity(text.len()));
+                for line in text.lines().filter(|l| !l.starts_with('#')) {
+                    if !value.is_empty() {
+                        value.push('\n');
+                    }
+                    value.push_str(line);
+                }
+                return Ok(SecretString::from(value.trim().to_owned()));
             }
         }
         Err(CeremonyError::MissingSecret {
@@ -200,7 +213,8 @@ impl Io {
                 for l in info {
                     let _ = term.write_line(l);
                 }
-                let _ = term.write_line(&format!("\n    {value}\n"));
+                let shown = Zeroizing::new(format!("\n    {value}\n"));
+                let _ = term.write_line(&shown);
                 let _ = term.write_line("Write it on your form, check it, then press Enter to clear the screen.");
                 let waited = wait_enter(term);
                 clear(term);
@@ -267,7 +281,9 @@ fn wait_enter(term: &Term) -> Result<(), CeremonyError> {
 fn read_line(term: &Term, prompt: &str, echo: bool) -> Result<Zeroizing<String>, CeremonyError> {
     let _ = term.write_str(prompt);
     let _ = term.flush();
-    let mut line = Zeroizing::new(String::new());
+    // why: reserved up front so the buffer never reallocates, leaving an
+    // unzeroized copy of a secret behind.
+    let mut line = Zeroizing::new(String::with_capacity(MAX_INPUT * 4));
     loop {
         let key = term.read_key_raw().map_err(CeremonyError::file("terminal"))?;
         match key {

@@ -8,6 +8,7 @@ pub mod backup;
 pub mod credential;
 pub mod error;
 pub mod handover;
+pub mod interrupt;
 pub mod io;
 pub mod pdf;
 pub mod plan;

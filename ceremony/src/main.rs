@@ -129,13 +129,18 @@ enum OfficerCommand {
 #[derive(Subcommand)]
 enum TranscriptCommand {
     /// Verify a transcript: every signature, the hash chain, the sequence
-    /// and the closing entry. Exit 0 only if all hold.
+    /// and the closing entry, against the key fingerprint (and optionally
+    /// the last entry's hash) on the signed witnesses' summary. Exit 0
+    /// only if all hold.
     Verify {
         /// The transcript file.
         transcript: PathBuf,
         /// The transcript key's SHA-256 fingerprint from the signed summary.
         #[arg(long)]
-        key: Option<String>,
+        key: String,
+        /// The last entry's SHA-256 from the signed summary.
+        #[arg(long)]
+        head: Option<String>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -198,10 +203,11 @@ fn real_main(cli: Cli) -> Result<(), CeremonyError> {
             let passphrase = match passphrase_fd {
                 Some(fd) => {
                     let mut s = Secrets::default();
-                    let mut line = String::new();
+                    let mut line = zeroize::Zeroizing::new(String::with_capacity(1024));
                     std::io::BufRead::read_line(&mut fd_reader(fd)?, &mut line)
                         .map_err(CeremonyError::file("passphrase"))?;
-                    s.read_lines(format!("p={}", line.trim()).as_bytes())?;
+                    let entry = zeroize::Zeroizing::new(format!("p={}", line.trim()));
+                    s.read_lines(entry.as_bytes())?;
                     let mut io = Io::batch(s, None, vec![]);
                     io.secret("p", "")?
                 }
@@ -230,8 +236,8 @@ fn real_main(cli: Cli) -> Result<(), CeremonyError> {
             }
             Ok(())
         }
-        Command::Transcript(TranscriptCommand::Verify { transcript, key, json }) => {
-            let v = ceremony::transcript::verify(&transcript, key.as_deref())?;
+        Command::Transcript(TranscriptCommand::Verify { transcript, key, head, json }) => {
+            let v = ceremony::transcript::verify(&transcript, &key, head.as_deref())?;
             if json {
                 println!("{}", serde_json::to_string(&v).unwrap_or_default());
             } else {

@@ -70,7 +70,8 @@ pub fn render(title: &str, text: &str) -> Vec<u8> {
         out.extend_from_slice(format!("{off:010} 00000 n \n").as_bytes());
     }
     out.extend_from_slice(
-        format!("trailer\n<< /Size {} /Root 1 0 R /Info 4 0 R >>\nstartxref\n{xref}\n%%EOF\n", objects.len() + 1).as_bytes(),
+        format!("trailer\n<< /Size {} /Root 1 0 R /Info 4 0 R >>\nstartxref\n{xref}\n%%EOF\n", objects.len() + 1)
+            .as_bytes(),
     );
     out
 }
@@ -89,7 +90,8 @@ mod tests {
         assert!(body.is_ascii());
         let s = format!("{}{}", " ".repeat(15), String::from_utf8_lossy(body));
         assert!(s.ends_with("%%EOF\n"));
-        let startxref: usize = s.rsplit("startxref\n").next().and_then(|t| t.lines().next()).and_then(|n| n.parse().ok()).unwrap_or(0);
+        let startxref: usize =
+            s.rsplit("startxref\n").next().and_then(|t| t.lines().next()).and_then(|n| n.parse().ok()).unwrap_or(0);
         assert!(s[startxref..].starts_with("xref\n"));
         let entries: Vec<&str> = s[startxref..].lines().skip(3).take_while(|l| l.ends_with(" n ")).collect();
         assert_eq!(entries.len(), 4 + 2 * 3, "150 lines make 3 pages");

@@ -73,6 +73,8 @@ struct RawKey {
     purpose: String,
     #[serde(default)]
     kcv: Option<String>,
+    #[serde(default)]
+    backup: bool,
 }
 
 /// The HSM the ceremony uses.
@@ -110,6 +112,16 @@ pub struct KeyPlan {
     pub purpose: Purpose,
     /// The KCV the key's owner published (import steps check it).
     pub kcv: Option<String>,
+    /// Whether the key may be backed up: made extractable only under a
+    /// trusted (SO-made) key. Otherwise it is never extractable.
+    pub backup: bool,
+}
+
+impl KeyPlan {
+    /// How the key may leave the token.
+    pub fn export(&self) -> kms::hsm::keyops::Export {
+        if self.backup { kms::hsm::keyops::Export::TrustedWrapOnly } else { kms::hsm::keyops::Export::Never }
+    }
 }
 
 /// One step of a plan.
@@ -381,6 +393,7 @@ impl Plan {
                 algorithm,
                 purpose,
                 kcv: k.kcv.map(|s| s.to_uppercase()),
+                backup: k.backup,
             };
             if keys.insert(k.name.clone(), plan).is_some() {
                 return Err(format!("key {:?} is listed twice", k.name));
@@ -407,13 +420,17 @@ impl Plan {
         for (i, step) in plan.steps.iter().enumerate() {
             plan.check_step(i, step).map_err(|e| format!("step {} ({}): {e}", i + 1, step.kind()))?;
         }
+        plan.check_labels()?;
         Ok(plan)
     }
 
     fn check_step(&self, index: usize, step: &Step) -> Result<(), String> {
         let quorum = self.quorum_of(step);
-        if quorum == 0 {
-            return Err("a quorum of 0 officers is not allowed".into());
+        // why: dual control. Only publishing a CRL and writing the
+        // hand-over file may be done by one officer.
+        let least = if matches!(step, Step::RootCrl { .. } | Step::Handover { .. }) { 1 } else { 2 };
+        if quorum < least {
+            return Err(format!("a quorum of {quorum} is below the {least} officers this step needs"));
         }
         if quorum > self.officers.len() {
             return Err(format!("needs {quorum} officers but the plan names only {}", self.officers.len()));
@@ -476,7 +493,9 @@ impl Plan {
                     return Err("no keys to back up".into());
                 }
                 for k in keys {
-                    self.key(k)?;
+                    if !self.key(k)?.backup {
+                        return Err(format!("key {k:?} is not marked backup = true, so it is never extractable"));
+                    }
                 }
                 if !(2..=MAX_PARTS).contains(&custodians.len()) {
                     return Err(format!("2 to {MAX_PARTS} custodians, one share each"));
@@ -487,6 +506,12 @@ impl Plan {
                 }
             }
             Step::Restore { custodians, .. } => {
+                // why: a backup is restored into an empty token only.
+                if !(index == 0 || (index == 1 && matches!(self.steps[0], Step::TokenInit { .. }))) {
+                    return Err(
+                        "restore must be the first step, or follow token-init: it restores into an empty token".into(),
+                    );
+                }
                 if custodians.len() < 2 || custodians.len() > MAX_PARTS {
                     return Err(format!("2 to {MAX_PARTS} share holders"));
                 }
@@ -528,6 +553,77 @@ impl Plan {
             }
         }
         Ok(())
+    }
+
+    /// Follows the labels the steps create and use: none is made twice, a
+    /// root key does not take a key's label, and after token-init (which
+    /// leaves the token empty) a step uses only what an earlier step made.
+    /// The token's own contents are checked when the ceremony starts.
+    fn check_labels(&self) -> Result<(), String> {
+        let fresh = matches!(self.steps.first(), Some(Step::TokenInit { .. }));
+        let mut made: BTreeSet<&str> = BTreeSet::new();
+        let key_labels: BTreeSet<&str> = self.keys.values().map(|k| k.label.as_str()).collect();
+        for (i, step) in self.steps.iter().enumerate() {
+            let at = |e: String| format!("step {} ({}): {e}", i + 1, step.kind());
+            let need = |label: &str| {
+                if fresh && !made.contains(label) {
+                    Err(at(format!(
+                        "{label:?} is not in the token then: token-init empties it and no earlier step makes it"
+                    )))
+                } else {
+                    Ok(())
+                }
+            };
+            let mut created: Vec<&str> = Vec::new();
+            match step {
+                Step::GenerateKey { key, .. } | Step::ImportComponents { key, .. } => {
+                    created.push(&self.key(key)?.label)
+                }
+                Step::ImportWrapped { key, transport, .. } => {
+                    need(&self.key(transport)?.label)?;
+                    created.push(&self.key(key)?.label);
+                }
+                Step::Backup { keys, .. } | Step::Handover { keys, .. } => {
+                    for k in keys {
+                        need(&self.key(k)?.label)?;
+                    }
+                }
+                Step::RootCa { label, .. } => {
+                    if key_labels.contains(label.as_str()) {
+                        return Err(at(format!("label {label:?} is also a [[key]]'s label")));
+                    }
+                    created.push(label);
+                }
+                Step::SignCsr { root_label, .. } | Step::RootCrl { root_label, .. } => need(root_label)?,
+                Step::TokenInit { .. } | Step::Restore { .. } => {}
+            }
+            for label in created {
+                if !made.insert(label) {
+                    return Err(at(format!("{label:?} is made by an earlier step of this plan")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Labels the steps create, in order (restores excluded: their labels
+    /// are in the backup file).
+    pub fn created_labels(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for step in &self.steps {
+            match step {
+                Step::GenerateKey { key, .. }
+                | Step::ImportComponents { key, .. }
+                | Step::ImportWrapped { key, .. } => {
+                    if let Ok(k) = self.key(key) {
+                        out.push(k.label.clone());
+                    }
+                }
+                Step::RootCa { label, .. } => out.push(label.clone()),
+                _ => {}
+            }
+        }
+        out
     }
 
     /// Officers a step needs.
@@ -598,6 +694,7 @@ label = "city/3301/mohurd/dpk"
 algorithm = "DES2"
 purpose = "derivation_master"
 kcv = "08D7B4"
+backup = true
 [[key]]
 name = "kek"
 label = "city/3301/kek"

@@ -1,7 +1,7 @@
 //! Running a plan: the checks made before anything changes, each step,
 //! the transcript entries and the witnesses' summary.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use cryptoki::mechanism::Mechanism;
@@ -75,26 +75,29 @@ struct Runner<'a> {
     caps: Capabilities,
     transcript: Transcript,
     summary: Summary,
+    restores: BTreeMap<usize, PreparedRestore>,
+    interrupted: crate::interrupt::Interrupted,
+}
+
+/// A restore prepared before anything changes: the backup file and its key,
+/// combined from shares that were each checked against the file.
+struct PreparedRestore {
+    file: BackupFile,
+    key: Zeroizing<Vec<u8>>,
+    shares_from: Vec<String>,
 }
 
 /// Runs `plan`. Everything that can be checked without changing the token
-/// is checked first; then the steps run in order, each confirmed,
-/// authorised by the quorum and recorded.
+/// is checked first (the plan, the files, the officers present, the
+/// token's state and labels, and the shares of any restore); then the
+/// steps run in order, each confirmed, authorised by the quorum and
+/// recorded.
 pub fn run(plan: &Plan, io: &mut Io, options: &RunOptions) -> Result<(), CeremonyError> {
-    preflight(plan, options)?;
-    if !io.is_interactive() {
-        let present = io.present().iter().filter(|n| plan.officer(n).is_some()).count();
-        for (i, step) in plan.steps.iter().enumerate() {
-            let needed = plan.quorum_of(step);
-            if needed > present {
-                return Err(CeremonyError::Refused(format!(
-                    "step {} needs {needed} officers; --present names only {present} of the plan's",
-                    i + 1
-                )));
-            }
-        }
-    }
+    check_present(plan, io)?;
+    let backups = preflight(plan, options)?;
     let module = Module::load(&plan.hsm)?;
+    // After the module is loaded: its environment is set before any thread.
+    let interrupted = crate::interrupt::watch();
     check_token_state(plan, &module)?;
 
     io.say(&format!(
@@ -104,17 +107,35 @@ pub fn run(plan: &Plan, io: &mut Io, options: &RunOptions) -> Result<(), Ceremon
         plan.hsm.token,
         module.name
     ));
+    if !io.is_interactive() {
+        io.say("BATCH RUN: secrets come from files, not from the officers at the keyboard (recorded).");
+    }
     for (i, step) in plan.steps.iter().enumerate() {
         io.say(&format!("  {}. {} (quorum {})", i + 1, describe(plan, step), plan.quorum_of(step)));
     }
     io.say(&format!("Plan SHA-256: {}", hex::encode(plan.sha256)));
     io.confirm("Begin the ceremony?")?;
 
+    // The shares of a restore are collected and checked before anything
+    // changes: before token-init erases the token or, without token-init,
+    // once the token's contents were found to fit the plan.
+    let mut restores = BTreeMap::new();
+    let mut early_officers = BTreeSet::new();
+    let mut collect = |io: &mut Io, backups: BTreeMap<usize, BackupFile>| -> Result<(), CeremonyError> {
+        for (index, file) in backups {
+            let prepared = prepare_restore(plan, io, index, file)?;
+            early_officers.extend(prepared.shares_from.iter().cloned());
+            restores.insert(index, prepared);
+        }
+        interrupted.check()
+    };
+
     // Token set-up comes before the transcript can exist: its entry is
     // written as soon as the transcript key is made in the new token.
     let mut pending = None;
     let mut first = 0;
-    let user_pin = if let Some(Step::TokenInit { wipe, .. }) = plan.steps.first() {
+    let session = if let Some(Step::TokenInit { wipe, .. }) = plan.steps.first() {
+        collect(io, backups)?;
         let officers = authorise(plan, io, 0)?;
         let slot = if *wipe { module.token_slot()? } else { blank_slot(&module)? };
         let so_pin = if *wipe {
@@ -125,17 +146,23 @@ pub fn run(plan: &Plan, io: &mut Io, options: &RunOptions) -> Result<(), Ceremon
         let user_pin = io.new_secret("user-pin", "New user PIN: ")?;
         check_pin(&so_pin)?;
         check_pin(&user_pin)?;
+        interrupted.check()?;
         module.init_token(slot, &so_pin, &user_pin)?;
         io.say(&format!("Token {:?} initialised{}.", plan.hsm.token, if *wipe { " (erased)" } else { "" }));
         pending = Some((officers, json!({ "token": plan.hsm.token, "wiped": wipe })));
         first = 1;
-        user_pin
+        module.user_session(&user_pin)?
     } else {
-        io.secret("user-pin", "User PIN of the token: ")?
+        let user_pin = io.secret("user-pin", "User PIN of the token: ")?;
+        let session = module.user_session(&user_pin)?;
+        check_token_labels(plan, &session, &module.name)?;
+        collect(io, backups)?;
+        session
     };
-
-    let session = module.user_session(&user_pin)?;
     let caps = module.probe(&session)?;
+    if plan.keys.values().any(|k| k.backup) {
+        token::require_trusted_wrap(&session, &module.name)?;
+    }
     let (key, public) = token::transcript_key(&session, &module.name)?;
     let fingerprint = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&public.spki_der));
     let transcript = Transcript::create(
@@ -149,6 +176,8 @@ pub fn run(plan: &Plan, io: &mut Io, options: &RunOptions) -> Result<(), Ceremon
             "plan_sha256": hex::encode(plan.sha256),
             "module": module.name,
             "token": plan.hsm.token,
+            "mode": if io.is_interactive() { "interactive" } else { "batch" },
+            "present": io.present(),
             "officers": plan.officers.iter().map(|o| o.name.clone()).collect::<Vec<_>>(),
             "transcript_key": {
                 "spki": hex::encode(&public.spki_der),
@@ -161,13 +190,30 @@ pub fn run(plan: &Plan, io: &mut Io, options: &RunOptions) -> Result<(), Ceremon
         "Transcript {} started; its key's SHA-256 fingerprint is {fingerprint}",
         options.transcript.display()
     ));
-    let mut runner = Runner { plan, io, module: &module, session, caps, transcript, summary: Summary::default() };
-    if let Some((officers, details)) = pending {
-        runner.summary.officers.extend(officers.iter().cloned());
-        runner.summary.steps.push(format!("1. token-init: authorised by {}", officers.join(", ")));
-        runner.transcript.append(&runner.session, "token-init", Some(1), &officers, details)?;
+    let mut runner = Runner {
+        plan,
+        io,
+        module: &module,
+        session,
+        caps,
+        transcript,
+        summary: Summary::default(),
+        restores,
+        interrupted,
+    };
+    runner.summary.officers.extend(early_officers);
+    if !runner.io.is_interactive() {
+        runner.summary.warnings.push("batch run: secrets came from files (a rehearsal or test)".into());
     }
-    let outcome = (first..plan.steps.len()).try_for_each(|i| runner.step(i));
+    let outcome = match pending {
+        Some((officers, details)) => {
+            runner.summary.officers.extend(officers.iter().cloned());
+            runner.summary.steps.push(format!("1. token-init: authorised by {}", officers.join(", ")));
+            runner.transcript.append(&runner.session, "token-init", Some(1), &officers, details)
+        }
+        None => Ok(()),
+    }
+    .and_then(|()| (first..plan.steps.len()).try_for_each(|i| runner.step(i)));
     match outcome {
         Ok(()) => {
             runner.transcript.append(&runner.session, "ceremony-completed", None, &[], json!({}))?;
@@ -194,6 +240,95 @@ pub fn run(plan: &Plan, io: &mut Io, options: &RunOptions) -> Result<(), Ceremon
     }
 }
 
+/// Batch runs: officers named once each, enough of them for every step.
+fn check_present(plan: &Plan, io: &Io) -> Result<(), CeremonyError> {
+    if io.is_interactive() {
+        return Ok(());
+    }
+    let present = io.present();
+    for (i, name) in present.iter().enumerate() {
+        if present[..i].contains(name) {
+            return Err(CeremonyError::Refused(format!("--present names {name} twice: one officer counts once")));
+        }
+        if plan.officer(name).is_none() {
+            return Err(CeremonyError::Refused(format!("--present names {name:?}, who is not an officer of the plan")));
+        }
+    }
+    for (i, step) in plan.steps.iter().enumerate() {
+        let needed = plan.quorum_of(step);
+        if needed > present.len() {
+            return Err(CeremonyError::Refused(format!(
+                "step {} needs {needed} officers; --present names only {}",
+                i + 1,
+                present.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Collects and checks the shares of restore step `index`: each custodian
+/// authenticates and enters their own share (its number is theirs in the
+/// file), each share matches the file's record of it, and the combined
+/// key verifies the file's MAC.
+fn prepare_restore(plan: &Plan, io: &mut Io, index: usize, file: BackupFile) -> Result<PreparedRestore, CeremonyError> {
+    let Some(Step::Restore { custodians, .. }) = plan.steps.get(index) else {
+        return Err(CeremonyError::Refused(format!("step {} is not a restore", index + 1)));
+    };
+    io.say(&format!(
+        "Step {} restores backup {} ({} keys): {} share holders, one after the other.",
+        index + 1,
+        file.backup_id,
+        file.keys.len(),
+        file.threshold
+    ));
+    let id = hex::decode(&file.backup_id).map_err(|_| CeremonyError::Refused("bad backup_id".into()))?;
+    let mut shares: Vec<backup::Share> = Vec::new();
+    let mut shares_from = Vec::new();
+    for custodian in custodians.iter().take(file.threshold) {
+        io.say(&format!("{custodian}, authenticate to enter your share."));
+        authenticate_retrying(plan, io, custodian)?;
+        let expected_x = file.custodians.iter().position(|c| c == custodian).map(|p| p + 1).unwrap_or(0);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let text = io.secret(
+                &format!("share-{custodian}"),
+                &format!("{custodian}, your share of backup {} (not shown): ", file.backup_id),
+            )?;
+            let problem = match backup::decode_share(text.expose_secret(), &id) {
+                Ok(s) if usize::from(s.x) != expected_x => format!(
+                    "this is share {}, which is {}'s; {custodian} holds share {expected_x}",
+                    s.x,
+                    file.custodians.get(usize::from(s.x).wrapping_sub(1)).map(String::as_str).unwrap_or("nobody")
+                ),
+                Ok(s)
+                    if file.share_hashes.get(expected_x - 1).map(String::as_str)
+                        != Some(backup::share_hash(&id, s.x, &s.y).as_str()) =>
+                {
+                    format!("share {} does not match the backup file's record of it", s.x)
+                }
+                Ok(s) => {
+                    io.say(&format!("Share {} of {custodian} accepted.", s.x));
+                    shares.push(s);
+                    shares_from.push(custodian.clone());
+                    break;
+                }
+                Err(why) => why,
+            };
+            if !io.is_interactive() || attempt >= MAX_ATTEMPTS {
+                return Err(CeremonyError::Refused(format!("{custodian}'s share: {problem}; nothing was changed")));
+            }
+            io.say(&format!("{problem}. Enter it again ({} tries left).", MAX_ATTEMPTS - attempt));
+        }
+    }
+    let pairs: Vec<(u8, &[u8])> = shares.iter().map(|s| (s.x, s.y.as_slice())).collect();
+    let key = shamir::combine(&pairs).map_err(|e| CeremonyError::Refused(e.to_string()))?;
+    drop(shares);
+    file.check_mac(&key)?;
+    Ok(PreparedRestore { file, key, shares_from })
+}
+
 fn check_pin(pin: &SecretString) -> Result<(), CeremonyError> {
     let len = pin.expose_secret().len();
     if !(6..=64).contains(&len) {
@@ -208,21 +343,54 @@ fn blank_slot(module: &Module) -> Result<cryptoki::slot::Slot, CeremonyError> {
     })
 }
 
-/// Checks made before the module is touched: files that must exist do,
-/// files to be written do not.
-fn preflight(plan: &Plan, options: &RunOptions) -> Result<(), CeremonyError> {
+/// Checks made before the module is touched: files that must exist do
+/// and parse (wrapped keys, CSRs, root certificates, backup files, whose
+/// custodians and threshold must fit the plan), files to be written do
+/// not. Returns the backup file of each restore step.
+fn preflight(plan: &Plan, options: &RunOptions) -> Result<BTreeMap<usize, BackupFile>, CeremonyError> {
     let mut outputs = vec![options.transcript.clone(), options.summary.clone(), options.summary.with_extension("pdf")];
     let mut made = BTreeSet::new();
-    let mut must_exist = Vec::new();
-    for step in &plan.steps {
+    let mut backups = BTreeMap::new();
+    let refuse = |p: &Path, why: String| CeremonyError::Refused(format!("{}: {why}", p.display()));
+    for (index, step) in plan.steps.iter().enumerate() {
         match step {
-            Step::ImportWrapped { wrapped_file, .. } => must_exist.push(plan.resolve(wrapped_file)),
-            Step::Restore { input, .. } => must_exist.push(plan.resolve(input)),
-            Step::SignCsr { csr, root_certificate, .. } => {
-                must_exist.push(plan.resolve(csr));
-                must_exist.push(plan.resolve(root_certificate));
+            Step::ImportWrapped { wrapped_file, .. } => {
+                read_wrapped(&plan.resolve(wrapped_file))?;
             }
-            Step::RootCrl { root_certificate, .. } => must_exist.push(plan.resolve(root_certificate)),
+            Step::Restore { input, custodians, .. } => {
+                let path = plan.resolve(input);
+                let file = BackupFile::read(&path)?;
+                for c in custodians {
+                    if !file.custodians.contains(c) {
+                        return Err(refuse(
+                            &path,
+                            format!("{c} holds no share of it (its custodians: {})", file.custodians.join(", ")),
+                        ));
+                    }
+                }
+                if custodians.len() < file.threshold {
+                    return Err(refuse(
+                        &path,
+                        format!("{} shares are needed; step {} brings {}", file.threshold, index + 1, custodians.len()),
+                    ));
+                }
+                backups.insert(index, file);
+            }
+            Step::SignCsr { csr, root_certificate, .. } => {
+                let path = plan.resolve(csr);
+                let der = read_pem_or_der(&path, "CERTIFICATE REQUEST")?;
+                kms_ca::parse_csr(&der).map_err(|e| refuse(&path, e.to_string()))?;
+                let root = plan.resolve(root_certificate);
+                if !made.contains(&root) {
+                    read_pem_or_der(&root, "CERTIFICATE")?;
+                }
+            }
+            Step::RootCrl { root_certificate, .. } => {
+                let root = plan.resolve(root_certificate);
+                if !made.contains(&root) {
+                    read_pem_or_der(&root, "CERTIFICATE")?;
+                }
+            }
             _ => {}
         }
         match step {
@@ -247,19 +415,71 @@ fn preflight(plan: &Plan, options: &RunOptions) -> Result<(), CeremonyError> {
             return Err(CeremonyError::Refused(format!("{} is written by two steps", p.display())));
         }
     }
-    for p in must_exist {
-        if !p.is_file() && !made.contains(&p) {
-            return Err(CeremonyError::Refused(format!("{} does not exist", p.display())));
+    Ok(backups)
+}
+
+/// Reads a wrapped key file: hex, 8 to 64 bytes.
+fn read_wrapped(file: &Path) -> Result<Vec<u8>, CeremonyError> {
+    let text = std::fs::read_to_string(file).map_err(CeremonyError::file(file))?;
+    let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    let wrapped = hex::decode(&compact)
+        .map_err(|_| CeremonyError::Refused(format!("{}: the wrapped key is not hex", file.display())))?;
+    if !(8..=64).contains(&wrapped.len()) {
+        return Err(CeremonyError::Refused(format!(
+            "{}: {} bytes is not a wrapped key",
+            file.display(),
+            wrapped.len()
+        )));
+    }
+    Ok(wrapped)
+}
+
+/// With no token-init, checks the token's contents against the plan
+/// before any step: labels the plan makes are free, keys and roots it
+/// uses are there, and a restore finds the token empty.
+fn check_token_labels(plan: &Plan, session: &Session, module: &str) -> Result<(), CeremonyError> {
+    let mut created = BTreeSet::new();
+    for label in plan.created_labels() {
+        if token::label_exists(session, module, &label)? {
+            return Err(CeremonyError::Refused(format!(
+                "the token already holds an object labelled {label:?}, which the plan would make; nothing was changed"
+            )));
+        }
+        created.insert(label);
+    }
+    let key_label = |name: &String| plan.keys.get(name).map(|k| k.label.clone()).unwrap_or_default();
+    for step in &plan.steps {
+        let used: Vec<String> = match step {
+            Step::Backup { keys, .. } | Step::Handover { keys, .. } => keys.iter().map(key_label).collect(),
+            Step::ImportWrapped { transport, .. } => vec![key_label(transport)],
+            Step::SignCsr { root_label, .. } | Step::RootCrl { root_label, .. } => vec![root_label.clone()],
+            Step::Restore { .. } => {
+                if token::holds_objects(session, module)? {
+                    return Err(CeremonyError::Refused(
+                        "a backup is restored into an empty token, and this one holds objects; nothing was changed"
+                            .into(),
+                    ));
+                }
+                vec![]
+            }
+            _ => vec![],
+        };
+        for label in used {
+            if !created.contains(&label) && !token::label_exists(session, module, &label)? {
+                return Err(CeremonyError::Refused(format!(
+                    "step {} uses {label:?}, which the token does not hold; nothing was changed",
+                    step.kind()
+                )));
+            }
         }
     }
     Ok(())
 }
 
-/// Checks the token against the plan before any change: a token to
-/// initialise must be blank (or exist, to wipe); labels a step creates
-/// must be free, keys a step uses must be there.
+/// Checks the token's presence against the plan before any change: a
+/// token to initialise must be blank (or exist, to wipe), any other plan
+/// needs the token.
 fn check_token_state(plan: &Plan, module: &Module) -> Result<(), CeremonyError> {
-    let initialises = matches!(plan.steps.first(), Some(Step::TokenInit { .. }));
     match plan.steps.first() {
         Some(Step::TokenInit { wipe: false, .. }) => {
             if module.find_token()?.is_some() {
@@ -270,16 +490,10 @@ fn check_token_state(plan: &Plan, module: &Module) -> Result<(), CeremonyError> 
             }
             blank_slot(module)?;
         }
-        Some(Step::TokenInit { wipe: true, .. }) | Some(_) | None => {
+        _ => {
             module.token_slot()?;
         }
     }
-    if initialises {
-        return Ok(());
-    }
-    // Label checks need a login; they are repeated by each step anyway, so
-    // a public read is enough here: labels of private objects are checked
-    // when the step runs, before it changes anything.
     Ok(())
 }
 
@@ -364,6 +578,33 @@ fn authorise(plan: &Plan, io: &mut Io, index: usize) -> Result<Vec<String>, Cere
     Ok(names)
 }
 
+/// Checks one officer's passphrase; interactively, up to
+/// [`MAX_ATTEMPTS`] tries.
+fn authenticate_retrying(plan: &Plan, io: &mut Io, name: &str) -> Result<(), CeremonyError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match authenticate(plan, io, name) {
+            Err(CeremonyError::Refused(why)) if io.is_interactive() && attempt < MAX_ATTEMPTS => {
+                io.say(&format!("{why}. Try again ({} tries left).", MAX_ATTEMPTS - attempt));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Creates an object whose template carries a secret `CKA_VALUE`, then
+/// zeroizes the template's copy of it.
+fn create_secret(session: &Session, module: &str, mut template: Vec<Attribute>) -> Result<ObjectHandle, CeremonyError> {
+    let made = session.create_object(&template);
+    for a in template.iter_mut() {
+        if let Attribute::Value(v) = a {
+            zeroize::Zeroize::zeroize(v);
+        }
+    }
+    made.map_err(hsm(module))
+}
+
 /// Checks one officer's passphrase.
 fn authenticate(plan: &Plan, io: &mut Io, name: &str) -> Result<(), CeremonyError> {
     let officer =
@@ -430,9 +671,11 @@ impl<'a> Runner<'a> {
         let step = &self.plan.steps[index];
         let n = index + 1;
         self.io.say("");
+        self.interrupted.check()?;
         self.io.say(&format!("=== Step {n} of {}: {}", self.plan.steps.len(), describe(self.plan, step)));
         self.io.confirm(&format!("Run step {n}?"))?;
         let officers = authorise(self.plan, self.io, index)?;
+        self.interrupted.check()?;
         self.summary.officers.extend(officers.iter().cloned());
         let details = match step {
             Step::TokenInit { .. } => {
@@ -452,7 +695,12 @@ impl<'a> Runner<'a> {
             Step::Backup { keys, custodians, threshold, output, .. } => {
                 self.backup(keys, custodians, *threshold, &self.plan.resolve(output))?
             }
-            Step::Restore { input, custodians, .. } => self.restore(&self.plan.resolve(input), custodians)?,
+            Step::Restore { input, .. } => {
+                let prepared = self.restores.remove(&index).ok_or_else(|| {
+                    CeremonyError::Refused(format!("step {n}: the restore's shares were not collected"))
+                })?;
+                self.restore(&self.plan.resolve(input), prepared)?
+            }
             Step::RootCa { label, key_type, subject: s, validity_days, output, .. } => {
                 self.root_ca(label, key_type, s, *validity_days, &self.plan.resolve(output))?
             }
@@ -509,7 +757,7 @@ impl<'a> Runner<'a> {
     /// Authenticates a custodian before they see or enter their secret.
     fn custodian(&mut self, name: &str) -> Result<(), CeremonyError> {
         self.io.say(&format!("{name}, authenticate to handle your part."));
-        authenticate(self.plan, self.io, name)?;
+        authenticate_retrying(self.plan, self.io, name)?;
         self.summary.officers.insert(name.to_owned());
         Ok(())
     }
@@ -541,7 +789,7 @@ impl<'a> Runner<'a> {
             Attribute::Value(value.to_vec()),
         ];
         t.extend_from_slice(extra);
-        self.session.create_object(&t).map_err(hsm(self.module()))
+        create_secret(&self.session, self.module(), t)
     }
 
     fn new_components(&self, len: usize) -> Components {
@@ -583,15 +831,8 @@ impl<'a> Runner<'a> {
         id: &[u8],
     ) -> Result<(ObjectHandle, bool), CeremonyError> {
         let module = self.module.name.clone();
-        let template = keyops::long_term_template(
-            &self.caps,
-            key.algorithm,
-            key.purpose,
-            &key.label,
-            id,
-            false,
-            Export::TrustedWrapOnly,
-        )?;
+        let template =
+            keyops::long_term_template(&self.caps, key.algorithm, key.purpose, &key.label, id, false, key.export())?;
         if let Some(host) = &set.host_xor {
             let mut value = host.clone();
             if key.algorithm == Algorithm::Des2 {
@@ -605,7 +846,7 @@ impl<'a> Runner<'a> {
             self.summary.warnings.push(warning);
             let mut t = template;
             t.push(Attribute::Value(value.to_vec()));
-            let h = self.session.create_object(&t).map_err(hsm(&module))?;
+            let h = create_secret(&self.session, &module, t)?;
             return Ok((h, false));
         }
         let number = self.caps.require("key_xor")?;
@@ -681,15 +922,8 @@ impl<'a> Runner<'a> {
         self.require_free_label(&key.label)?;
         let id = fresh_id(&self.session, self.module())?;
         if components == 0 {
-            let h = keyops::generate(
-                &self.session,
-                &self.caps,
-                key.algorithm,
-                key.purpose,
-                &key.label,
-                &id,
-                Export::TrustedWrapOnly,
-            )?;
+            let h =
+                keyops::generate(&self.session, &self.caps, key.algorithm, key.purpose, &key.label, &id, key.export())?;
             let kcv = self.finish_key(h, key, None)?;
             return Ok(
                 json!({ "key": key.name, "label": key.label, "id": hex::encode(&id), "algorithm": key.algorithm.as_str(),
@@ -710,14 +944,18 @@ impl<'a> Runner<'a> {
             let kcv = self.add_component(&mut set, key.algorithm, &value)?;
             parts.push((value, kcv));
         }
+        // Every custodian authenticates before any component is shown.
+        for custodian in custodians {
+            self.custodian(custodian)?;
+        }
+        self.interrupted.check()?;
         let mut component_kcvs = Vec::new();
         for (i, ((value, kcv), custodian)) in parts.iter().zip(custodians).enumerate() {
-            self.custodian(custodian)?;
             let info = [
                 format!("Key {} ({}), component {} of {components}", key.label, key.algorithm, i + 1),
                 format!("Component KCV ({}): {}", kcv.method, kcv.value),
             ];
-            let value = group4(&hex::encode_upper(value.as_slice()));
+            let value = group4(&Zeroizing::new(hex::encode_upper(value.as_slice())));
             self.io.show_private(custodian, &info, &value, &format!("component-{}-{custodian}", key.name))?;
             component_kcvs.push(json!({ "custodian": custodian, "kcv": kcv_json(kcv) }));
             self.io.say(&format!("Component {} ({custodian}) KCV: {}", i + 1, kcv.value));
@@ -793,17 +1031,7 @@ impl<'a> Runner<'a> {
         file: &Path,
     ) -> Result<serde_json::Value, CeremonyError> {
         self.require_free_label(&key.label)?;
-        let text = std::fs::read_to_string(file).map_err(CeremonyError::file(file))?;
-        let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
-        let wrapped = hex::decode(&compact)
-            .map_err(|_| CeremonyError::Refused(format!("{}: the wrapped key is not hex", file.display())))?;
-        if wrapped.is_empty() || wrapped.len() > 64 {
-            return Err(CeremonyError::Refused(format!(
-                "{}: {} bytes is not a wrapped key",
-                file.display(),
-                wrapped.len()
-            )));
-        }
+        let wrapped = read_wrapped(file)?;
         let tk = token::secret_key(&self.session, self.module(), &transport.label)?;
         let format = WrapFormat::default_for(transport.algorithm);
         let id = fresh_id(&self.session, self.module())?;
@@ -817,7 +1045,7 @@ impl<'a> Runner<'a> {
             key.purpose,
             &key.label,
             &id,
-            Export::TrustedWrapOnly,
+            key.export(),
         )
         .map_err(|e| CeremonyError::Refused(format!("the module would not unwrap {}: {e}", file.display())))?;
         let kcv = self.finish_key(h, key, key.kcv.as_deref())?;
@@ -827,14 +1055,14 @@ impl<'a> Runner<'a> {
     }
 
     /// Creates the backup key as a trusted session object: only the SO
-    /// may set CKA_TRUSTED, so this logs the SO in and the user back.
+    /// may set CKA_TRUSTED, so this logs the SO in and the user back. A
+    /// failed SO logout is fatal (the session must not stay SO).
     fn trusted_backup_key(&mut self, value: &[u8]) -> Result<ObjectHandle, CeremonyError> {
         let so_pin = self.io.secret("so-pin", "SO PIN (to make the trusted backup key): ")?;
         let module = self.module.name.clone();
-        let user_pin = self.io.secret("user-pin", "User PIN (to log back in): ")?;
         self.session.logout().map_err(hsm(&module))?;
         let made = token::login(&self.session, &module, UserType::So, &so_pin).and_then(|()| {
-            let t = [
+            let t = vec![
                 Attribute::Class(ObjectClass::SECRET_KEY),
                 Attribute::KeyType(cryptoki::object::KeyType::AES),
                 Attribute::Token(false),
@@ -847,11 +1075,28 @@ impl<'a> Runner<'a> {
                 Attribute::Encrypt(true),
                 Attribute::Value(value.to_vec()),
             ];
-            let h = self.session.create_object(&t).map_err(hsm(&module));
-            let _ = self.session.logout();
+            let h = create_secret(&self.session, &module, t);
+            self.session.logout().map_err(hsm(&module))?;
             h
         });
-        token::login(&self.session, &module, UserType::User, &user_pin)?;
+        // Log the user back in whatever happened, with retries.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let user_pin = self.io.secret("user-pin", "User PIN (to log back in): ")?;
+            match token::login(&self.session, &module, UserType::User, &user_pin) {
+                Ok(()) => break,
+                Err(CeremonyError::Refused(why)) if self.io.is_interactive() && attempt < MAX_ATTEMPTS => {
+                    self.io.say(&format!("{why}. Try again ({} tries left).", MAX_ATTEMPTS - attempt));
+                }
+                Err(e) => {
+                    if let Ok(h) = made {
+                        let _ = self.session.destroy_object(h);
+                    }
+                    return Err(e);
+                }
+            }
+        }
         made
     }
 
@@ -873,8 +1118,13 @@ impl<'a> Runner<'a> {
                 })
                 .collect::<Result<Vec<_>, CeremonyError>>()
         };
-        // Every key is there and wrappable before anything is made.
+        // Every key is there and wrappable, and every custodian is here,
+        // before anything is made.
         find(self)?;
+        for custodian in custodians {
+            self.custodian(custodian)?;
+        }
+        self.interrupted.check()?;
         let mut backup_key = Zeroizing::new(vec![0u8; backup::BACKUP_KEY_LEN]);
         token::random(&self.session, &module, &mut backup_key)?;
         let mut backup_id = [0u8; 8];
@@ -911,19 +1161,25 @@ impl<'a> Runner<'a> {
             threshold,
             custodians: custodians.to_vec(),
             backup_key_kcv: kcv_json(&bk_kcv),
+            share_hashes: Vec::new(),
             mechanism: "CKM_AES_KEY_WRAP".into(),
             keys: entries,
             mac: None,
         };
-        file.seal(&backup_key)?;
         let session = &self.session;
         let shares =
             shamir::split(&backup_key, threshold, custodians.len(), &mut |buf| token::random(session, &module, buf))?;
+        file.share_hashes = shares.iter().map(|(x, y)| backup::share_hash(&backup_id, *x, y)).collect();
+        file.seal(&backup_key)?;
         drop(backup_key);
-        // The shares are shown before the file is written: a ceremony
-        // stopped half-way leaves no backup that cannot be restored.
+        // The file is written (under a temporary name) before any share is
+        // shown, and takes its name only after the last one: a ceremony
+        // stopped half-way leaves no backup file some shares are missing for.
+        let json = serde_json::to_vec_pretty(&file).map_err(|e| CeremonyError::Refused(e.to_string()))?;
+        let partial = output.with_extension("partial");
+        write_private(&partial, &json)?;
         for ((x, y), custodian) in shares.iter().zip(custodians) {
-            self.custodian(custodian)?;
+            self.interrupted.check()?;
             let info = [format!(
                 "Backup {} of ceremony {:?}: share {x} of {} ({threshold} needed)",
                 file.backup_id,
@@ -934,8 +1190,8 @@ impl<'a> Runner<'a> {
             self.io.show_private(custodian, &info, &value, &format!("share-{custodian}"))?;
         }
         drop(shares);
-        let json = serde_json::to_vec_pretty(&file).map_err(|e| CeremonyError::Refused(e.to_string()))?;
-        write_private(output, &json)?;
+        std::fs::hard_link(&partial, output).map_err(CeremonyError::file(output))?;
+        std::fs::remove_file(&partial).map_err(CeremonyError::file(&partial))?;
         let file_sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&json));
         self.summary.backups.push(format!(
             "{} backup {} ({} keys, {threshold}-of-{}: {}) SHA-256 {file_sha}",
@@ -953,58 +1209,13 @@ impl<'a> Runner<'a> {
             "keys": file.keys.iter().map(|k| json!({ "label": k.label, "kcv": k.kcv })).collect::<Vec<_>>() }))
     }
 
-    fn restore(&mut self, input: &Path, custodians: &[String]) -> Result<serde_json::Value, CeremonyError> {
-        let file = BackupFile::read(input)?;
-        for k in &file.keys {
-            self.require_free_label(&k.label)?;
+    fn restore(&mut self, input: &Path, prepared: PreparedRestore) -> Result<serde_json::Value, CeremonyError> {
+        let PreparedRestore { file, key: backup_key, shares_from } = prepared;
+        if token::holds_objects(&self.session, self.module())? {
+            return Err(CeremonyError::Refused(
+                "a backup is restored into an empty token, and this one holds objects; nothing was changed".into(),
+            ));
         }
-        for c in custodians {
-            if !file.custodians.contains(c) {
-                return Err(CeremonyError::Refused(format!(
-                    "{c} holds no share of backup {} (its custodians: {})",
-                    file.backup_id,
-                    file.custodians.join(", ")
-                )));
-            }
-        }
-        if custodians.len() < file.threshold {
-            return Err(CeremonyError::Refused(format!(
-                "backup {} needs {} shares; the plan brings {}",
-                file.backup_id,
-                file.threshold,
-                custodians.len()
-            )));
-        }
-        let id = hex::decode(&file.backup_id).map_err(|_| CeremonyError::Refused("bad backup_id".into()))?;
-        let mut shares: Vec<backup::Share> = Vec::new();
-        for custodian in custodians.iter().take(file.threshold) {
-            self.custodian(custodian)?;
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                let text = self.io.secret(
-                    &format!("share-{custodian}"),
-                    &format!("{custodian}, your share of backup {} (not shown): ", file.backup_id),
-                )?;
-                let problem = match backup::decode_share(text.expose_secret(), &id) {
-                    Ok(s) if shares.iter().any(|o| o.x == s.x) => format!("share {} was already entered", s.x),
-                    Ok(s) => {
-                        self.io.say(&format!("Share {} of {custodian} accepted (check value good).", s.x));
-                        shares.push(s);
-                        break;
-                    }
-                    Err(why) => why,
-                };
-                if !self.io.is_interactive() || attempt >= MAX_ATTEMPTS {
-                    return Err(CeremonyError::Refused(format!("{custodian}'s share: {problem}; nothing was changed")));
-                }
-                self.io.say(&format!("{problem}. Enter it again ({} tries left).", MAX_ATTEMPTS - attempt));
-            }
-        }
-        let pairs: Vec<(u8, &[u8])> = shares.iter().map(|s| (s.x, s.y.as_slice())).collect();
-        let backup_key = shamir::combine(&pairs).map_err(|e| CeremonyError::Refused(e.to_string()))?;
-        drop(shares);
-        file.check_mac(&backup_key)?;
         let bk = self.session_key(Algorithm::Aes256, &backup_key, &[Attribute::Unwrap(true)])?;
         drop(backup_key);
         let mut made: Vec<ObjectHandle> = Vec::new();
@@ -1036,6 +1247,7 @@ impl<'a> Runner<'a> {
                     Export::TrustedWrapOnly,
                 )?;
                 made.push(h);
+                self.interrupted.check()?;
                 let kcv = keyops::kcv(&self.session, &self.caps, h, algorithm.default_kcv())?;
                 if kcv.value != k.kcv.value {
                     return Err(CeremonyError::Refused(format!(
@@ -1061,10 +1273,8 @@ impl<'a> Runner<'a> {
             self.summary.keys.push(format!("{label} {algorithm} KCV {} {} (restored)", kcv.method, kcv.value));
             self.io.say(&format!("Restored {label} ({algorithm}), KCV {}: everyone check it.", kcv.value));
         }
-        Ok(
-            json!({ "input": input.display().to_string(), "backup_id": file.backup_id, "shares_from": custodians.iter().take(file.threshold).collect::<Vec<_>>(),
-            "keys": restored.iter().map(|(l, a, k)| json!({ "label": l, "algorithm": a, "kcv": kcv_json(k) })).collect::<Vec<_>>() }),
-        )
+        Ok(json!({ "input": input.display().to_string(), "backup_id": file.backup_id, "shares_from": shares_from,
+            "keys": restored.iter().map(|(l, a, k)| json!({ "label": l, "algorithm": a, "kcv": kcv_json(k) })).collect::<Vec<_>>() }))
     }
 
     fn root_ca(

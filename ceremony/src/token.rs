@@ -106,7 +106,7 @@ pub fn login(session: &Session, module: &str, user: UserType, pin: &SecretString
 
 /// Random bytes from the module's generator.
 pub fn random(session: &Session, module: &str, out: &mut [u8]) -> Result<(), CeremonyError> {
-    let bytes = session.generate_random_vec(out.len() as u32).map_err(hsm(module))?;
+    let bytes = zeroize::Zeroizing::new(session.generate_random_vec(out.len() as u32).map_err(hsm(module))?);
     if bytes.len() != out.len() {
         return Err(CeremonyError::Refused(format!(
             "module {module} returned {} random bytes, not {}",
@@ -146,6 +146,45 @@ pub fn transcript_key(session: &Session, module: &str) -> Result<(ObjectHandle, 
         session.generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private).map_err(hsm(module))?;
     let parts = read_public_key(session, module, pub_handle)?;
     Ok((priv_handle, parts))
+}
+
+/// Whether the token holds any token object at all.
+pub fn holds_objects(session: &Session, module: &str) -> Result<bool, CeremonyError> {
+    Ok(!session.find_objects(&[Attribute::Token(true)]).map_err(hsm(module))?.is_empty())
+}
+
+/// Checks that the module enforces `CKA_WRAP_WITH_TRUSTED` before any key
+/// is made to rely on it: a throw-away session key with the flag must not
+/// be wrappable under an untrusted key.
+pub fn require_trusted_wrap(session: &Session, module: &str) -> Result<(), CeremonyError> {
+    let aes = |extra: Vec<Attribute>| {
+        let mut t = vec![
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Token(false),
+            Attribute::ValueLen(16.into()),
+            Attribute::Sensitive(true),
+        ];
+        t.extend(extra);
+        session.generate_key(&Mechanism::AesKeyGen, &t).map_err(hsm(module))
+    };
+    let wrapping = aes(vec![Attribute::Wrap(true), Attribute::Extractable(false)])?;
+    let target = match aes(vec![Attribute::Extractable(true), Attribute::WrapWithTrusted(true)]) {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = session.destroy_object(wrapping);
+            return Err(e);
+        }
+    };
+    let outcome = session.wrap_key(&Mechanism::AesKeyWrap, wrapping, target);
+    let _ = session.destroy_object(wrapping);
+    let _ = session.destroy_object(target);
+    match outcome {
+        Err(_) => Ok(()),
+        Ok(_) => Err(CeremonyError::Refused(format!(
+            "module {module} wrapped a CKA_WRAP_WITH_TRUSTED key under an untrusted key: it does not enforce the flag, so keys marked backup = true would not be protected"
+        ))),
+    }
 }
 
 /// Whether a token object labelled `label` of any class exists.

@@ -27,6 +27,42 @@ use sha2::{Digest, Sha256};
 use crate::error::{CeremonyError, hsm};
 
 const SIG_MARK: &str = ",\"sig\":\"";
+
+/// The order n of the P-256 group (SEC 2 §2.4.2), big-endian.
+const P256_N: [u8; 32] = [
+    0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xBC, 0xE6, 0xFA,
+    0xAD, 0xA7, 0x17, 0x9E, 0x84, 0xF3, 0xB9, 0xCA, 0xC2, 0xFC, 0x63, 0x25, 0x51,
+];
+
+/// Whether the 32-byte big-endian `s` is above n/2.
+fn is_high(s: &[u8]) -> bool {
+    // Compare 2s with n: s > n/2 (n odd) iff 2s > n.
+    let mut doubled = [0u8; 33];
+    let mut carry = 0u16;
+    for i in (0..32).rev() {
+        let v = u16::from(s[i]) * 2 + carry;
+        doubled[i + 1] = v as u8;
+        carry = v >> 8;
+    }
+    doubled[0] = carry as u8;
+    let mut n = [0u8; 33];
+    n[1..].copy_from_slice(&P256_N);
+    doubled > n
+}
+
+/// Replaces s by n - s when s is above n/2: both verify, and fixing one
+/// form makes a signature non-malleable (a changed s is refused).
+fn low_s(sig: &mut [u8]) {
+    if sig.len() != 64 || !is_high(&sig[32..]) {
+        return;
+    }
+    let mut borrow = 0i16;
+    for i in (0..32).rev() {
+        let v = i16::from(P256_N[i]) - i16::from(sig[32 + i]) - borrow;
+        sig[32 + i] = v.rem_euclid(256) as u8;
+        borrow = i16::from(v < 0);
+    }
+}
 /// Longest transcript line verified.
 pub const MAX_LINE: usize = 1 << 20;
 
@@ -123,7 +159,8 @@ impl Transcript {
         };
         let body = serde_json::to_string(&entry).map_err(|e| CeremonyError::Refused(e.to_string()))?;
         let digest = Sha256::digest(body.as_bytes());
-        let sig = session.sign(&Mechanism::Ecdsa, self.key, &digest).map_err(hsm(&self.module))?;
+        let mut sig = session.sign(&Mechanism::Ecdsa, self.key, &digest).map_err(hsm(&self.module))?;
+        low_s(&mut sig);
         let mut line = body;
         line.pop(); // the closing brace
         line.push_str(SIG_MARK);
@@ -158,12 +195,17 @@ pub struct Verified {
     pub head: String,
     /// The closing event: `ceremony-completed` or `ceremony-aborted`.
     pub closing: String,
+    /// The entries, as verified (without their signatures).
+    #[serde(skip)]
+    pub records: Vec<serde_json::Value>,
 }
 
-/// Verifies a transcript file: every signature, the chain, the sequence
-/// and the closing entry; `fingerprint`, if given, must be the signing
-/// key's (from the witnesses' summary).
-pub fn verify(path: &Path, fingerprint: Option<&str>) -> Result<Verified, CeremonyError> {
+/// Verifies a transcript file: every signature (low-s form), the chain,
+/// the sequence and the closing entry, and that the signing key is the one
+/// whose `fingerprint` the witnesses' summary shows (a transcript is only
+/// as good as that anchor: anyone can make a self-consistent one with a
+/// key of their own). `head`, if given, must be the last line's hash.
+pub fn verify(path: &Path, fingerprint: &str, head: Option<&str>) -> Result<Verified, CeremonyError> {
     let fail = |reason: String| CeremonyError::Transcript { path: path.to_owned(), reason };
     let file = File::open(path).map_err(CeremonyError::file(path))?;
     let mut reader = std::io::BufReader::new(file);
@@ -173,6 +215,7 @@ pub fn verify(path: &Path, fingerprint: Option<&str>) -> Result<Verified, Ceremo
     let mut last_event = String::new();
     let mut n = 0u64;
     let mut buf = Vec::new();
+    let mut records = Vec::new();
     loop {
         buf.clear();
         let read =
@@ -221,10 +264,8 @@ pub fn verify(path: &Path, fingerprint: Option<&str>) -> Result<Verified, Ceremo
                 return Err(fail("line 1: transcript_key.spki does not hold ec_point".into()));
             }
             let fp = hex::encode(Sha256::digest(&spki));
-            if let Some(want) = fingerprint
-                && !want.eq_ignore_ascii_case(&fp)
-            {
-                return Err(fail(format!("the transcript key is {fp}, not {want} from the summary")));
+            if !fingerprint.eq_ignore_ascii_case(&fp) {
+                return Err(fail(format!("the transcript key is {fp}, not {fingerprint} from the summary")));
             }
             ceremony = entry["ceremony"].as_str().unwrap_or_default().to_owned();
             key = Some((point, fp));
@@ -232,6 +273,9 @@ pub fn verify(path: &Path, fingerprint: Option<&str>) -> Result<Verified, Ceremo
         let Some((point, _)) = &key else {
             return Err(fail("no transcript key".into()));
         };
+        if sig.len() != 64 || is_high(&sig[32..]) {
+            return Err(fail(format!("line {lineno}: the signature is not in low-s form: it was altered")));
+        }
         let public = ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, point);
         public.verify(body.as_bytes(), &sig).map_err(|_| {
             fail(format!(
@@ -240,6 +284,7 @@ pub fn verify(path: &Path, fingerprint: Option<&str>) -> Result<Verified, Ceremo
             ))
         })?;
         last_event = entry["event"].as_str().unwrap_or_default().to_owned();
+        records.push(entry);
         prev = Sha256::digest(line.as_bytes()).into();
         n += 1;
     }
@@ -251,5 +296,45 @@ pub fn verify(path: &Path, fingerprint: Option<&str>) -> Result<Verified, Ceremo
             "the last entry ({n}) is {last_event:?}, not a closing entry: the end of the transcript was cut, or the ceremony was killed"
         )));
     }
-    Ok(Verified { entries: n, ceremony, key_fingerprint, head: hex::encode(prev), closing: last_event })
+    let head_hex = hex::encode(prev);
+    if let Some(want) = head
+        && !want.eq_ignore_ascii_case(&head_hex)
+    {
+        return Err(fail(format!("the last entry's hash is {head_hex}, not {want} from the summary")));
+    }
+    Ok(Verified { entries: n, ceremony, key_fingerprint, head: head_hex, closing: last_event, records })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn low_s_flips_high_values_only() {
+        let mut n_minus_1 = P256_N;
+        n_minus_1[31] -= 1;
+        let mut sig = [0u8; 64];
+        sig[32..].copy_from_slice(&n_minus_1);
+        assert!(is_high(&sig[32..]));
+        low_s(&mut sig);
+        let mut one = [0u8; 32];
+        one[31] = 1;
+        assert_eq!(&sig[32..], &one, "n - (n - 1) = 1");
+        assert!(!is_high(&sig[32..]));
+        // (n - 1) / 2 is the largest low value; (n + 1) / 2 the smallest high one.
+        let half_low: [u8; 32] = {
+            let mut h = [0u8; 32];
+            let mut rem = 0u16;
+            for i in 0..32 {
+                let v = (rem << 8) | u16::from(P256_N[i]);
+                h[i] = (v / 2) as u8;
+                rem = v % 2;
+            }
+            h
+        };
+        assert!(!is_high(&half_low));
+        let mut half_high = half_low;
+        half_high[31] += 1;
+        assert!(is_high(&half_high));
+    }
 }

@@ -54,12 +54,16 @@ impl Rehearsal {
         let deliver = dir.join("deliver");
         std::fs::create_dir_all(&secrets).unwrap();
         std::fs::create_dir_all(&deliver).unwrap();
-        std::fs::write(secrets.join("so-pin"), SO_PIN).unwrap();
-        std::fs::write(secrets.join("user-pin"), USER_PIN).unwrap();
+        let private = |path: PathBuf, text: &str| {
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        };
+        private(secrets.join("so-pin"), SO_PIN);
+        private(secrets.join("user-pin"), USER_PIN);
         let mut officers_toml = String::new();
         for name in OFFICERS {
             let passphrase = format!("passphrase of {name}, long enough");
-            std::fs::write(secrets.join(format!("officer-{name}")), &passphrase).unwrap();
+            private(secrets.join(format!("officer-{name}")), &passphrase);
             let mut child = Command::new(ceremony_bin())
                 .args(["officer", "credential", name, "--iterations", "100000", "--passphrase-fd", "0"])
                 .stdin(Stdio::piped())
@@ -135,6 +139,21 @@ impl Rehearsal {
             .find(|e| e["event"] == event && (key.is_empty() || e["details"]["key"] == key))
             .unwrap_or_else(|| panic!("no {event} entry for {key:?} in {plan}"))["details"]
             .clone()
+    }
+
+    /// The transcript key fingerprint on the witnesses' summary of the run
+    /// whose transcript is `transcript` (`x.jsonl` → `x.summary.txt`).
+    pub fn summary_key(&self, transcript: &str) -> String {
+        let summary = self.dir.join(transcript.replace(".jsonl", ".summary.txt"));
+        let text = std::fs::read_to_string(&summary).unwrap_or_else(|e| panic!("{}: {e}", summary.display()));
+        text.lines().find_map(|l| l.strip_prefix("Transcript key SHA-256: ")).unwrap().trim().to_owned()
+    }
+
+    /// `ceremony transcript verify` of `transcript` against the key on its
+    /// summary.
+    pub fn verify(&self, transcript: &str) -> Run {
+        let key = self.summary_key(transcript);
+        self.ceremony(&["transcript", "verify", transcript, "--key", &key])
     }
 
     /// Moves what custodians were shown into the secrets directory, as

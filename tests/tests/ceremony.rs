@@ -16,8 +16,8 @@ const TOKEN: &str = "city-3301-offline";
 fn keys_toml(dpk_kcv: Option<&str>) -> String {
     let kcv = dpk_kcv.map(|k| format!("kcv = {k:?}\n")).unwrap_or_default();
     format!(
-        "[[key]]\nname = \"dpk\"\nlabel = \"city/3301/mohurd/dpk\"\nalgorithm = \"DES2\"\npurpose = \"derivation_master\"\n{kcv}\n\
-         [[key]]\nname = \"mot\"\nlabel = \"city/3301/mot/mk\"\nalgorithm = \"AES128\"\npurpose = \"derivation_master\"\n\n"
+        "[[key]]\nname = \"dpk\"\nlabel = \"city/3301/mohurd/dpk\"\nalgorithm = \"DES2\"\npurpose = \"derivation_master\"\nbackup = true\n{kcv}\n\
+         [[key]]\nname = \"mot\"\nlabel = \"city/3301/mot/mk\"\nalgorithm = \"AES128\"\npurpose = \"derivation_master\"\nbackup = true\n\n"
     )
 }
 
@@ -159,7 +159,15 @@ revoked = [\"0102\"]\noutput = \"root-crl.pem\"\n\n\
     assert_eq!(verified.code, 0, "{}", verified.text);
     let v: serde_json::Value = serde_json::from_str(verified.text.trim()).unwrap();
     assert_eq!(v["closing"], "ceremony-completed");
-    assert!(summary.contains(v["head"].as_str().unwrap()), "the summary names the last entry's hash");
+    let head = v["head"].as_str().unwrap().to_owned();
+    assert!(summary.contains(&head), "the summary names the last entry's hash");
+    let with_head = r.ceremony(&["transcript", "verify", "plan1.jsonl", "--key", &fingerprint, "--head", &head]);
+    assert_eq!(with_head.code, 0, "{}", with_head.text);
+    let other_head =
+        r.ceremony(&["transcript", "verify", "plan1.jsonl", "--key", &fingerprint, "--head", &"0".repeat(64)]);
+    assert!(other_head.code != 0 && other_head.text.contains("last entry's hash"), "{}", other_head.text);
+    let started = &r.entries("plan1.toml")[0]["details"];
+    assert_eq!(started["mode"], "batch", "a batch run says so in its transcript");
 
     // Tampering: an edited entry, a removed one, two swapped, a cut tail,
     // and a transcript from another key.
@@ -174,7 +182,7 @@ revoked = [\"0102\"]\noutput = \"root-crl.pem\"\n\n\
     ];
     for (file, lines, want) in cases {
         r.write(file, &(lines.join("\n") + "\n"));
-        let out = r.ceremony(&["transcript", "verify", file]);
+        let out = r.ceremony(&["transcript", "verify", file, "--key", &fingerprint]);
         assert_ne!(out.code, 0, "{file} verified");
         assert!(out.text.contains(want), "{file}: {}", out.text);
     }
@@ -209,7 +217,7 @@ revoked = [\"0102\"]\noutput = \"root-crl.pem\"\n\n\
         restored["keys"].as_array().unwrap().iter().map(|k| k["kcv"]["value"].as_str().unwrap()).collect();
     assert_eq!(kcvs, [dpk_kcv.as_str(), mot_kcv.as_str()]);
     for plan in ["plan2.jsonl", "plan3.jsonl"] {
-        let out = r.ceremony(&["transcript", "verify", plan]);
+        let out = r.verify(plan);
         assert_eq!(out.code, 0, "{}", out.text);
     }
 }
@@ -311,7 +319,7 @@ fn bad_input_stops_before_anything_changes() {
     );
     let last = r.entries("wrong.toml").pop().unwrap();
     assert_eq!(last["event"], "ceremony-aborted");
-    assert_eq!(r.ceremony(&["transcript", "verify", "wrong.jsonl"]).code, 0);
+    assert_eq!(r.verify("wrong.jsonl").code, 0);
     std::fs::write(r.secrets.join("component-mot-bob"), good).unwrap();
     r.write("right.toml", &import("right-component"));
     let out = r.run("right.toml", "alice,bob");
@@ -329,11 +337,66 @@ fn bad_input_stops_before_anything_changes() {
     );
     let out = r.run("second.toml", "alice,bob");
     assert_eq!(out.code, 0, "{}", out.text);
+    let carol_first = std::fs::read_to_string(r.secrets.join("share-carol")).unwrap();
+    let carol_second = std::fs::read_to_string(r.deliver.join("share-carol")).unwrap();
+
+    // Shares are collected before token-init erases anything: a wrong
+    // share (here one of the second backup) leaves the token as it was;
+    // a restore into a token that holds keys is refused before any change.
+    std::fs::write(r.secrets.join("share-carol"), &carol_second).unwrap();
+    r.write(
+        "wipe-restore.toml",
+        &format!(
+            "{head}[[step]]\ntype = \"token-init\"\nwipe = true\n\n{}",
+            &restore("\"alice\", \"carol\"")[head.len()..]
+        ),
+    );
+    let out = r.run("wipe-restore.toml", "alice,bob");
+    assert_eq!(out.code, 2, "{}", out.text);
+    assert!(out.text.contains("this share belongs to backup"), "{}", out.text);
+    std::fs::write(r.secrets.join("share-carol"), &carol_first).unwrap();
+    r.write("full.toml", &restore("\"alice\", \"carol\""));
+    let out = r.run("full.toml", "alice,bob");
+    assert_eq!(out.code, 2, "{}", out.text);
+    assert!(out.text.contains("restored into an empty token"), "{}", out.text);
+    r.write(
+        "still.toml",
+        &format!("{head}{keys}[[step]]\ntype = \"handover\"\nkeys = [\"mot\"]\noutput = \"still.json\"\n"),
+    );
+    let out = r.run("still.toml", "alice,bob");
+    assert_eq!(out.code, 0, "the token still holds its key: {}", out.text);
+
+    // One officer is one officer, however often named.
+    let out = r.run("still.toml", "alice,alice");
+    assert_eq!(out.code, 2, "{}", out.text);
+    assert!(out.text.contains("--present names alice twice"), "{}", out.text);
+
+    // A plan whose second step would make a key the token holds stops
+    // before its first step: the new key is not made either.
+    r.write(
+        "two.toml",
+        &format!(
+            "{head}{keys}[[key]]\nname = \"k2\"\nlabel = \"city/3301/k2\"\nalgorithm = \"AES128\"\npurpose = \"mac\"\n\n\
+[[step]]\ntype = \"generate-key\"\nkey = \"k2\"\n\n[[step]]\ntype = \"generate-key\"\nkey = \"mot\"\n"
+        ),
+    );
+    let out = r.run("two.toml", "alice,bob");
+    assert_eq!(out.code, 2, "{}", out.text);
+    assert!(out.text.contains("which the plan would make; nothing was changed"), "{}", out.text);
+    assert!(!r.dir.join("two.jsonl").exists());
+    r.write(
+        "k2.toml",
+        &format!(
+            "{head}[[key]]\nname = \"k2\"\nlabel = \"city/3301/k2\"\nalgorithm = \"AES128\"\npurpose = \"mac\"\n\n\
+[[step]]\ntype = \"generate-key\"\nkey = \"k2\"\n"
+        ),
+    );
+    let out = r.run("k2.toml", "alice,bob");
+    assert_eq!(out.code, 0, "{}", out.text);
+
     r.write("wipe.toml", &format!("{head}[[step]]\ntype = \"token-init\"\nwipe = true\n"));
     let out = r.run("wipe.toml", "alice,bob");
     assert_eq!(out.code, 0, "{}", out.text);
-    let carol_first = std::fs::read_to_string(r.secrets.join("share-carol")).unwrap();
-    let carol_second = std::fs::read_to_string(r.deliver.join("share-carol")).unwrap();
     std::fs::write(r.secrets.join("share-carol"), &carol_second).unwrap();
     r.write("other.toml", &restore("\"alice\", \"carol\""));
     let out = r.run("other.toml", "alice,bob");
@@ -358,6 +421,13 @@ fn bad_input_stops_before_anything_changes() {
     let out = r.run("typo.toml", "alice,bob");
     assert_eq!(out.code, 2, "{}", out.text);
     assert!(out.text.contains("check value does not match"), "{}", out.text);
+    // Bob's share, entered by carol.
+    std::fs::write(r.secrets.join("share-carol"), std::fs::read_to_string(r.secrets.join("share-bob")).unwrap())
+        .unwrap();
+    r.write("swapped.toml", &restore("\"alice\", \"carol\""));
+    let out = r.run("swapped.toml", "alice,bob");
+    assert_eq!(out.code, 2, "{}", out.text);
+    assert!(out.text.contains("this is share 2, which is bob's; carol holds share 3"), "{}", out.text);
     std::fs::write(r.secrets.join("share-carol"), carol_first).unwrap();
     // Nothing was restored by the refused attempts: the labels are free.
     r.write("ok.toml", &restore("\"carol\", \"bob\""));
@@ -446,4 +516,55 @@ async fn the_service_adopts_the_keys_a_ceremony_hands_over() {
         .unwrap_err();
     assert!(refused.message().contains("CKA_EXTRACTABLE is true and CKA_WRAP_WITH_TRUSTED is not"), "{refused:?}");
     drop(server);
+}
+
+/// Ctrl-C while the HSM works (not at a prompt): the ceremony stops at the
+/// next check between operations, closes its transcript and exits 130.
+/// hsm-sim's latency fault keeps it busy long enough to be interrupted.
+#[test]
+fn sigint_between_hsm_operations_closes_the_transcript() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = Rehearsal::new(Module::HsmSim, tmp.path());
+    let slow = r.dir.join("slow");
+    let head = r.head("interrupted", TOKEN).replacen(
+        "module_env = { ",
+        &format!("module_env = {{ HSM_SIM_FAULTS = \"latency_ms=150;latency_file={}\", ", slow.display()),
+        1,
+    );
+    let mut steps = String::from("[[step]]\ntype = \"token-init\"\n\n");
+    let mut keys = String::new();
+    for i in 0..6 {
+        keys.push_str(&format!(
+            "[[key]]\nname = \"k{i}\"\nlabel = \"city/3301/k{i}\"\nalgorithm = \"AES128\"\npurpose = \"mac\"\n\n"
+        ));
+        steps.push_str(&format!("[[step]]\ntype = \"generate-key\"\nkey = \"k{i}\"\n\n"));
+    }
+    r.write("slow.toml", &format!("{head}{keys}{steps}"));
+    let mut child = std::process::Command::new(kms_tests::ceremony::ceremony_bin())
+        .args(["run", "slow.toml", "--batch", "--present", "alice,bob", "--transcript", "slow.jsonl"])
+        .arg("--secrets-dir")
+        .arg(&r.secrets)
+        .current_dir(&r.dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !r.dir.join("slow.jsonl").exists() {
+        assert!(std::time::Instant::now() < deadline, "the ceremony did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::fs::write(&slow, "").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let killed = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    std::fs::remove_file(&slow).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted: Ctrl-C (SIGINT)"), "{stderr}");
+    let last = r.entries("slow.toml").pop().unwrap();
+    assert_eq!(last["event"], "ceremony-aborted");
+    let v = r.verify("slow.jsonl");
+    assert_eq!(v.code, 0, "{}", v.text);
 }

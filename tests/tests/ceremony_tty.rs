@@ -147,7 +147,7 @@ fn an_interactive_ceremony_hides_secrets_asks_again_and_survives_ctrl_c() {
         assert!(!tty.screen_log.contains(&typed.replace(' ', "")), "a secret was echoed");
     }
     drop(tty);
-    assert_eq!(r.ceremony(&["transcript", "verify", "import.jsonl"]).code, 0);
+    assert_eq!(r.verify("import.jsonl").code, 0);
 
     // 2. Ctrl-C at the second custodian's component prompt: the ceremony
     // stops (exit 130), the transcript closes with ceremony-aborted and
@@ -177,7 +177,8 @@ fn an_interactive_ceremony_hides_secrets_asks_again_and_survives_ctrl_c() {
     let s = tty.wait_for("EXIT=");
     assert!(s.contains("EXIT=130"), "{s}");
     drop(tty);
-    let v = r.ceremony(&["transcript", "verify", "abort.jsonl", "--json"]);
+    let key = r.summary_key("abort.jsonl");
+    let v = r.ceremony(&["transcript", "verify", "abort.jsonl", "--key", &key, "--json"]);
     assert_eq!(v.code, 0, "{}", v.text);
     assert!(v.text.contains("\"closing\":\"ceremony-aborted\""), "{}", v.text);
     let out = r.run("abort.toml", "alice,bob");
