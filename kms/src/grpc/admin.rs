@@ -58,6 +58,64 @@ impl AdminService for AdminApi {
             })
             .await
     }
+
+    async fn reload_policies(
+        &self,
+        request: Request<pb::ReloadPoliciesRequest>,
+    ) -> Result<Response<pb::ReloadPoliciesResponse>, Status> {
+        super::admin_plans::reload_policies(&self.shared, request).await
+    }
+
+    async fn create_production_plan(
+        &self,
+        request: Request<pb::CreateProductionPlanRequest>,
+    ) -> Result<Response<pb::ProductionPlan>, Status> {
+        super::admin_plans::create(&self.shared, request).await
+    }
+
+    async fn get_production_plan(
+        &self,
+        request: Request<pb::GetProductionPlanRequest>,
+    ) -> Result<Response<pb::ProductionPlan>, Status> {
+        super::admin_plans::get(&self.shared, request).await
+    }
+
+    async fn list_production_plans(
+        &self,
+        request: Request<pb::ListProductionPlansRequest>,
+    ) -> Result<Response<pb::ListProductionPlansResponse>, Status> {
+        super::admin_plans::list(&self.shared, request).await
+    }
+
+    async fn revoke_production_plan(
+        &self,
+        request: Request<pb::RevokeProductionPlanRequest>,
+    ) -> Result<Response<pb::ProductionPlan>, Status> {
+        super::admin_plans::revoke(&self.shared, request).await
+    }
+
+    async fn query_audit(
+        &self,
+        request: Request<pb::QueryAuditRequest>,
+    ) -> Result<Response<pb::QueryAuditResponse>, Status> {
+        super::admin_audit::query(&self.shared, request).await
+    }
+
+    async fn verify_audit(
+        &self,
+        request: Request<pb::VerifyAuditRequest>,
+    ) -> Result<Response<pb::VerifyAuditResponse>, Status> {
+        super::admin_audit::verify(&self.shared, request).await
+    }
+
+    type ExportAuditStream = super::admin_audit::ExportStream;
+
+    async fn export_audit(
+        &self,
+        request: Request<pb::ExportAuditRequest>,
+    ) -> Result<Response<Self::ExportAuditStream>, Status> {
+        super::admin_audit::export(&self.shared, request).await
+    }
 }
 
 fn status_to_proto(r: StatusReport) -> pb::GetStatusResponse {

@@ -7,6 +7,8 @@
 //! and metrics around all of them.
 
 mod admin;
+mod admin_audit;
+mod admin_plans;
 mod certs;
 mod keys;
 pub mod status;
