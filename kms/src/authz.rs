@@ -74,6 +74,15 @@ actions! {
     GetStatus => "admin.GetStatus",
     /// `AdminService.GetCapabilities`.
     GetCapabilities => "admin.GetCapabilities",
+    /// `AdminService.ReloadPolicies`.
+    ReloadPolicies => "admin.ReloadPolicies",
+    /// `AdminService.CreateProductionPlan` and `RevokeProductionPlan`.
+    ManageProductionPlans => "admin.ManageProductionPlans",
+    /// `AdminService.GetProductionPlan` and `ListProductionPlans` (a
+    /// partner sees its own tenant's plans only).
+    ReadProductionPlans => "admin.ReadProductionPlans",
+    /// `AdminService.QueryAudit`, `VerifyAudit` and `ExportAudit`.
+    ReadAudit => "admin.ReadAudit",
     /// `KeyService.CreateKey`.
     CreateKey => "keys.CreateKey",
     /// `KeyService.ImportKey` from a wrapped delivery.
