@@ -235,7 +235,7 @@ pub fn decode_share(text: &str, want_id: &[u8]) -> Result<Share, String> {
         return Err(format!("the share value has {} bytes, not {BACKUP_KEY_LEN}", y.len()));
     }
     if check != share_check(&id, x, &y) {
-        return Err("the share's check value does not match: a typing error?".into());
+        return Err("the share's check value does not match (a typing error)".into());
     }
     if id != want_id {
         return Err(format!(

@@ -5,8 +5,8 @@
 //! the witnesses' summary), finds the file's hash in a `handover` entry,
 //! and registers each key in the service's catalogue by adopting the token
 //! object with that label (`ImportKey` with `hsm_object_label`), the
-//! service checking the KCV again. A key already registered is reported,
-//! not changed.
+//! service checking the KCV again. The service relabels an adopted
+//! object, so importing the same file twice fails at its first key.
 
 use std::path::Path;
 
@@ -92,10 +92,10 @@ pub fn import(
         )));
     }
     let sha = hex::encode(Sha256::digest(&bytes));
-    let text = std::fs::read_to_string(transcript_path).map_err(CeremonyError::file(transcript_path))?;
-    let recorded = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    // The entries searched are the ones verified (the file is read once).
+    let recorded = verified
+        .records
+        .iter()
         .any(|e| e["event"] == "handover" && e["details"]["sha256"].as_str() == Some(sha.as_str()));
     if !recorded {
         return Err(CeremonyError::Refused(format!(

@@ -213,6 +213,11 @@ fn real_main(cli: Cli) -> Result<(), CeremonyError> {
                 }
                 None => Io::interactive()?.new_secret("passphrase", &format!("Passphrase for {name}: "))?,
             };
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                return Err(CeremonyError::Refused(format!(
+                    "officer {name:?}: a name is letters, digits, '-', '_' or '.'"
+                )));
+            }
             if secrecy::ExposeSecret::expose_secret(&passphrase).chars().count() < 12 {
                 return Err(CeremonyError::Refused("a passphrase has at least 12 characters".into()));
             }

@@ -263,7 +263,8 @@ pub enum Step {
         #[serde(default)]
         quorum: Option<usize>,
     },
-    /// Write the signed hand-over file `kms keys adopt-handover` reads.
+    /// Write the hand-over file `ceremony handover import` reads (its
+    /// SHA-256 goes into the signed transcript).
     Handover {
         /// The keys (`[[key]]` names).
         keys: Vec<String>,
@@ -442,7 +443,9 @@ impl Plan {
                 }
             }
             Step::GenerateKey { key, components, custodians, .. } => {
-                self.key(key)?;
+                if self.key(key)?.kcv.is_some() {
+                    return Err(format!("key {key:?} has a published kcv, which only import steps check; remove it"));
+                }
                 if *components == 0 {
                     if !custodians.is_empty() {
                         return Err("custodians are named but components = 0".into());
@@ -523,6 +526,11 @@ impl Plan {
                 if matches!(kt, kms_ca::KeyType::Sm2) {
                     return Err("SM2 roots are not supported (the certificate code has no SM2 signer)".into());
                 }
+                if matches!(kt, kms_ca::KeyType::Rsa2048) {
+                    return Err(
+                        "a root key is ec-p256, ec-p384, rsa-3072 or rsa-4096 (RSA-2048 is too weak for a root)".into(),
+                    );
+                }
                 crate::steps::subject(subject)?;
                 if *validity_days == 0 || *validity_days > 30 * 365 {
                     return Err("validity_days must be 1 to 10950".into());
@@ -561,12 +569,15 @@ impl Plan {
     /// The token's own contents are checked when the ceremony starts.
     fn check_labels(&self) -> Result<(), String> {
         let fresh = matches!(self.steps.first(), Some(Step::TokenInit { .. }));
+        // After a restore the token holds the backup's keys, which only the
+        // backup file names: they are checked when the file is read.
+        let mut restored = false;
         let mut made: BTreeSet<&str> = BTreeSet::new();
         let key_labels: BTreeSet<&str> = self.keys.values().map(|k| k.label.as_str()).collect();
         for (i, step) in self.steps.iter().enumerate() {
             let at = |e: String| format!("step {} ({}): {e}", i + 1, step.kind());
             let need = |label: &str| {
-                if fresh && !made.contains(label) {
+                if fresh && !restored && !made.contains(label) {
                     Err(at(format!(
                         "{label:?} is not in the token then: token-init empties it and no earlier step makes it"
                     )))
@@ -595,7 +606,8 @@ impl Plan {
                     created.push(label);
                 }
                 Step::SignCsr { root_label, .. } | Step::RootCrl { root_label, .. } => need(root_label)?,
-                Step::TokenInit { .. } | Step::Restore { .. } => {}
+                Step::TokenInit { .. } => {}
+                Step::Restore { .. } => restored = true,
             }
             for label in created {
                 if !made.insert(label) {
@@ -693,8 +705,13 @@ name = "dpk"
 label = "city/3301/mohurd/dpk"
 algorithm = "DES2"
 purpose = "derivation_master"
-kcv = "08D7B4"
 backup = true
+[[key]]
+name = "delivered"
+label = "city/3301/mohurd/delivered"
+algorithm = "DES2"
+purpose = "derivation_master"
+kcv = "08D7B4"
 [[key]]
 name = "kek"
 label = "city/3301/kek"
@@ -750,7 +767,7 @@ output = "backup.json"
             ),
             ("[[step]]\ntype = \"generate-key\"\nkey = \"dpk\"\ncolour = \"red\"\n", "unknown field `colour`"),
             (
-                "[[step]]\ntype = \"import-wrapped\"\nkey = \"dpk\"\ntransport = \"dpk\"\nwrapped_file = \"w\"\n",
+                "[[step]]\ntype = \"import-wrapped\"\nkey = \"delivered\"\ntransport = \"dpk\"\nwrapped_file = \"w\"\n",
                 "not transport_import",
             ),
             (

@@ -155,7 +155,7 @@ pub fn run(plan: &Plan, io: &mut Io, options: &RunOptions) -> Result<(), Ceremon
     } else {
         let user_pin = io.secret("user-pin", "User PIN of the token: ")?;
         let session = module.user_session(&user_pin)?;
-        check_token_labels(plan, &session, &module.name)?;
+        check_token_labels(plan, &session, &module.name, &backups)?;
         collect(io, backups)?;
         session
     };
@@ -213,7 +213,8 @@ pub fn run(plan: &Plan, io: &mut Io, options: &RunOptions) -> Result<(), Ceremon
         }
         None => Ok(()),
     }
-    .and_then(|()| (first..plan.steps.len()).try_for_each(|i| runner.step(i)));
+    .and_then(|()| (first..plan.steps.len()).try_for_each(|i| runner.step(i)))
+    .and_then(|()| runner.interrupted.check());
     match outcome {
         Ok(()) => {
             runner.transcript.append(&runner.session, "ceremony-completed", None, &[], json!({}))?;
@@ -252,6 +253,20 @@ fn check_present(plan: &Plan, io: &Io) -> Result<(), CeremonyError> {
         }
         if plan.officer(name).is_none() {
             return Err(CeremonyError::Refused(format!("--present names {name:?}, who is not an officer of the plan")));
+        }
+    }
+    // Deliveries are named by custodian: two backups in one batch run
+    // would give one custodian two files of the same name.
+    let mut holders = BTreeSet::new();
+    for step in &plan.steps {
+        if let Step::Backup { custodians, .. } = step {
+            for c in custodians {
+                if !holders.insert(c.as_str()) {
+                    return Err(CeremonyError::Refused(format!(
+                        "{c} holds shares of two backups of this plan; a batch run delivers one share file per custodian"
+                    )));
+                }
+            }
         }
     }
     for (i, step) in plan.steps.iter().enumerate() {
@@ -319,7 +334,7 @@ fn prepare_restore(plan: &Plan, io: &mut Io, index: usize, file: BackupFile) -> 
             if !io.is_interactive() || attempt >= MAX_ATTEMPTS {
                 return Err(CeremonyError::Refused(format!("{custodian}'s share: {problem}; nothing was changed")));
             }
-            io.say(&format!("{problem}. Enter it again ({} tries left).", MAX_ATTEMPTS - attempt));
+            io.say(&format!("{problem}. Enter it again ({}).", tries_left(MAX_ATTEMPTS - attempt)));
         }
     }
     let pairs: Vec<(u8, &[u8])> = shares.iter().map(|s| (s.x, s.y.as_slice())).collect();
@@ -349,9 +364,49 @@ fn blank_slot(module: &Module) -> Result<cryptoki::slot::Slot, CeremonyError> {
 /// not. Returns the backup file of each restore step.
 fn preflight(plan: &Plan, options: &RunOptions) -> Result<BTreeMap<usize, BackupFile>, CeremonyError> {
     let mut outputs = vec![options.transcript.clone(), options.summary.clone(), options.summary.with_extension("pdf")];
-    let mut made = BTreeSet::new();
+    let mut made: BTreeSet<PathBuf> = BTreeSet::new();
     let mut backups = BTreeMap::new();
     let refuse = |p: &Path, why: String| CeremonyError::Refused(format!("{}: {why}", p.display()));
+    let checks = preflight_inputs(plan, &mut made, &mut backups, &refuse);
+    // A file that cannot be read is input refused before anything changed.
+    checks.map_err(|e| match e {
+        CeremonyError::File { path, source } => CeremonyError::Refused(format!("{}: {source}", path.display())),
+        e => e,
+    })?;
+    for step in &plan.steps {
+        match step {
+            Step::Backup { output, .. }
+            | Step::RootCa { output, .. }
+            | Step::SignCsr { output, .. }
+            | Step::RootCrl { output, .. }
+            | Step::Handover { output, .. } => {
+                outputs.push(plan.resolve(output));
+                if let Step::Backup { .. } = step {
+                    outputs.push(plan.resolve(output).with_extension("partial"));
+                }
+            }
+            _ => {}
+        }
+    }
+    for p in &outputs {
+        if p.exists() {
+            return Err(CeremonyError::Refused(format!("{} exists; a ceremony never overwrites a file", p.display())));
+        }
+    }
+    for (i, p) in outputs.iter().enumerate() {
+        if outputs[..i].contains(p) {
+            return Err(CeremonyError::Refused(format!("{} is written by two steps", p.display())));
+        }
+    }
+    Ok(backups)
+}
+
+fn preflight_inputs(
+    plan: &Plan,
+    made: &mut BTreeSet<PathBuf>,
+    backups: &mut BTreeMap<usize, BackupFile>,
+    refuse: &dyn Fn(&Path, String) -> CeremonyError,
+) -> Result<(), CeremonyError> {
     for (index, step) in plan.steps.iter().enumerate() {
         match step {
             Step::ImportWrapped { wrapped_file, .. } => {
@@ -399,23 +454,12 @@ fn preflight(plan: &Plan, options: &RunOptions) -> Result<BTreeMap<usize, Backup
             | Step::SignCsr { output, .. }
             | Step::RootCrl { output, .. }
             | Step::Handover { output, .. } => {
-                outputs.push(plan.resolve(output));
                 made.insert(plan.resolve(output));
             }
             _ => {}
         }
     }
-    for p in &outputs {
-        if p.exists() {
-            return Err(CeremonyError::Refused(format!("{} exists; a ceremony never overwrites a file", p.display())));
-        }
-    }
-    for (i, p) in outputs.iter().enumerate() {
-        if outputs[..i].contains(p) {
-            return Err(CeremonyError::Refused(format!("{} is written by two steps", p.display())));
-        }
-    }
-    Ok(backups)
+    Ok(())
 }
 
 /// Reads a wrapped key file: hex, 8 to 64 bytes.
@@ -437,8 +481,13 @@ fn read_wrapped(file: &Path) -> Result<Vec<u8>, CeremonyError> {
 /// With no token-init, checks the token's contents against the plan
 /// before any step: labels the plan makes are free, keys and roots it
 /// uses are there, and a restore finds the token empty.
-fn check_token_labels(plan: &Plan, session: &Session, module: &str) -> Result<(), CeremonyError> {
-    let mut created = BTreeSet::new();
+fn check_token_labels(
+    plan: &Plan,
+    session: &Session,
+    module: &str,
+    backups: &BTreeMap<usize, BackupFile>,
+) -> Result<(), CeremonyError> {
+    let mut created: BTreeSet<String> = backups.values().flat_map(|b| b.keys.iter().map(|k| k.label.clone())).collect();
     for label in plan.created_labels() {
         if token::label_exists(session, module, &label)? {
             return Err(CeremonyError::Refused(format!(
@@ -519,8 +568,8 @@ fn describe(plan: &Plan, step: &Step) -> String {
         }
         Step::ImportWrapped { key: k, transport, .. } => format!("import-wrapped: {} under {}", key(k), key(transport)),
         Step::Backup { keys, custodians, threshold, output, .. } => format!(
-            "backup: {} keys to {}, key split {threshold}-of-{}",
-            keys.len(),
+            "backup: {} to {}, key split {threshold}-of-{}",
+            plural(keys.len(), "key"),
             output.display(),
             custodians.len()
         ),
@@ -528,8 +577,20 @@ fn describe(plan: &Plan, step: &Step) -> String {
         Step::RootCa { label, key_type, .. } => format!("root-ca: {key_type} key {label:?}, self-signed certificate"),
         Step::SignCsr { csr, .. } => format!("sign-csr: {} with the root", csr.display()),
         Step::RootCrl { number, .. } => format!("root-crl: CRL number {number}"),
-        Step::Handover { keys, output, .. } => format!("handover: {} keys to {}", keys.len(), output.display()),
+        Step::Handover { keys, output, .. } => {
+            format!("handover: {} to {}", plural(keys.len(), "key"), output.display())
+        }
     }
+}
+
+/// "1 key", "2 keys".
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") }
+}
+
+/// "1 try left", "2 tries left".
+fn tries_left(n: usize) -> String {
+    if n == 1 { "1 try left".into() } else { format!("{n} tries left") }
 }
 
 /// Authenticates the step's quorum of officers; returns their names.
@@ -586,7 +647,7 @@ fn authenticate_retrying(plan: &Plan, io: &mut Io, name: &str) -> Result<(), Cer
         attempt += 1;
         match authenticate(plan, io, name) {
             Err(CeremonyError::Refused(why)) if io.is_interactive() && attempt < MAX_ATTEMPTS => {
-                io.say(&format!("{why}. Try again ({} tries left).", MAX_ATTEMPTS - attempt));
+                io.say(&format!("{why}. Try again ({}).", tries_left(MAX_ATTEMPTS - attempt)));
             }
             other => return other,
         }
@@ -1014,7 +1075,7 @@ impl<'a> Runner<'a> {
                 if !self.io.is_interactive() || attempt >= MAX_ATTEMPTS {
                     return Err(CeremonyError::Refused(format!("{problem}; nothing was changed")));
                 }
-                self.io.say(&format!("{problem}. Enter it again ({} tries left).", MAX_ATTEMPTS - attempt));
+                self.io.say(&format!("{problem}. Enter it again ({}).", tries_left(MAX_ATTEMPTS - attempt)));
             }
         }
         let (h, in_hsm) = self.combine(set, key, &id)?;
@@ -1087,7 +1148,7 @@ impl<'a> Runner<'a> {
             match token::login(&self.session, &module, UserType::User, &user_pin) {
                 Ok(()) => break,
                 Err(CeremonyError::Refused(why)) if self.io.is_interactive() && attempt < MAX_ATTEMPTS => {
-                    self.io.say(&format!("{why}. Try again ({} tries left).", MAX_ATTEMPTS - attempt));
+                    self.io.say(&format!("{why}. Try again ({}).", tries_left(MAX_ATTEMPTS - attempt)));
                 }
                 Err(e) => {
                     if let Ok(h) = made {
@@ -1336,7 +1397,15 @@ impl<'a> Runner<'a> {
         let parsed =
             kms_ca::parse_csr(&csr).map_err(|e| CeremonyError::Refused(format!("{}: {e}", csr_path.display())))?;
         let csr_sha = hex::encode_upper(<sha2::Sha256 as sha2::Digest>::digest(&csr));
-        let subject = parsed.subject().iter().map(|e| format!("{}={}", e.oid, e.value)).collect::<Vec<_>>().join(", ");
+        let subject = parsed
+            .subject()
+            .iter()
+            .map(|e| {
+                let name = e.attribute.map(|a| a.name().to_owned()).unwrap_or_else(|| e.oid.to_string());
+                format!("{name}={}", e.value)
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
         self.io.say(&format!("CSR {}\n  subject {subject}\n  SHA-256 of the CSR {csr_sha}", csr_path.display()));
         self.io.confirm("Does the CSR's SHA-256 match the one the issuing CA's operators brought?")?;
         let cert = {
@@ -1384,6 +1453,11 @@ impl<'a> Runner<'a> {
         write_private(output, kms_ca::pem("X509 CRL", &der).as_bytes())?;
         let fp = hex::encode_upper(<sha2::Sha256 as sha2::Digest>::digest(&der));
         self.summary.certificates.push(format!("root CRL number {number} SHA-256 {fp} -> {}", output.display()));
+        self.io.say(&format!(
+            "Root CRL number {number} ({}), next update in {validity_days} days\n  SHA-256 {fp}\n  written to {}",
+            plural(revoked.len(), "revoked serial"),
+            output.display()
+        ));
         Ok(json!({ "number": number, "revoked": revoked, "sha256": fp, "output": output.display().to_string() }))
     }
 
@@ -1394,6 +1468,10 @@ impl<'a> Runner<'a> {
             let k = self.plan.key(name).map_err(CeremonyError::Refused)?;
             let h = token::secret_key(&self.session, &module, &k.label)?;
             let kcv = keyops::kcv(&self.session, &self.caps, h, k.algorithm.default_kcv())?;
+            self.summary
+                .keys
+                .push(format!("{} {} KCV {} {} (handed over)", k.label, k.algorithm, kcv.method, kcv.value));
+            self.io.say(&format!("  {} ({}) KCV {}", k.label, k.algorithm, kcv.value));
             list.push(json!({ "name": k.label, "label": k.label, "algorithm": k.algorithm.as_str(),
                 "purpose": k.purpose.as_str(), "kcv": kcv_json(&kcv) }));
         }

@@ -102,7 +102,8 @@ impl Transcript {
         key: ObjectHandle,
         details: serde_json::Value,
     ) -> Result<Transcript, CeremonyError> {
-        let file = std::fs::OpenOptions::new().append(true).create_new(true).open(path).map_err(|e| {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new().append(true).create_new(true).mode(0o600).open(path).map_err(|e| {
             CeremonyError::Refused(format!("transcript {}: {e} (a transcript is never overwritten)", path.display()))
         })?;
         let mut t = Transcript {
