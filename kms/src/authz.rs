@@ -216,6 +216,7 @@ struct Loaded {
     schema: Schema,
     policies: PolicySet,
     policy_count: usize,
+    digest: String,
 }
 
 /// The policy engine. Reloadable: a new set replaces the old only if it
@@ -248,9 +249,15 @@ fn load_dir(dir: &Path) -> Result<Loaded, PolicyError> {
     }
     let mut policies = PolicySet::new();
     let mut count = 0;
+    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+    sha2::Digest::update(&mut hasher, b"schema.cedarschema\0");
+    sha2::Digest::update(&mut hasher, schema_text.as_bytes());
     for path in &files {
         let text = std::fs::read_to_string(path)
             .map_err(|e| PolicyError::Read { path: path.clone(), reason: e.to_string() })?;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        sha2::Digest::update(&mut hasher, format!("\0{name}\0").as_bytes());
+        sha2::Digest::update(&mut hasher, text.as_bytes());
         let parsed = PolicySet::from_str(&text)
             .map_err(|e| PolicyError::Parse { path: path.clone(), reason: diagnostic(&e, &text) })?;
         let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
@@ -279,7 +286,8 @@ fn load_dir(dir: &Path) -> Result<Loaded, PolicyError> {
             });
         }
     }
-    Ok(Loaded { schema, policies, policy_count: count })
+    let digest = hex::encode(sha2::Digest::finalize(hasher));
+    Ok(Loaded { schema, policies, policy_count: count, digest })
 }
 
 /// Formats a Cedar diagnostic with line:column of its first label.
@@ -303,11 +311,17 @@ impl PolicyEngine {
     }
 
     /// Reloads from disk; on any error the old set stays in force.
-    pub fn reload(&self) -> Result<usize, PolicyError> {
+    /// Returns the number of policies and the set's digest.
+    pub fn reload(&self) -> Result<(usize, String), PolicyError> {
         let loaded = load_dir(&self.dir)?;
-        let n = loaded.policy_count;
+        let n = (loaded.policy_count, loaded.digest.clone());
         *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
         Ok(n)
+    }
+
+    /// SHA-256 (hex) of the schema and policy files in force, in name order.
+    pub fn digest(&self) -> String {
+        self.current().digest.clone()
     }
 
     /// Number of policies in force.
@@ -322,32 +336,87 @@ impl PolicyEngine {
     /// Asks whether `principal` may take action `A` on `resource`.
     pub fn authorize<A: Action>(&self, principal: &Principal, resource: &Resource) -> Result<Authorized<A>, Denied> {
         let deny = |reason: String| Denied { action: A::NAME, reason };
+        let d = self.decide(principal, A::NAME, resource).map_err(deny)?;
+        if d.allowed {
+            return Ok(Authorized { principal: principal.clone(), policies: d.policies, _action: PhantomData });
+        }
+        if !d.policies.is_empty() {
+            return Err(deny(format!("forbidden by policy {}", d.policies.join(", "))));
+        }
+        if !d.errors.is_empty() {
+            return Err(deny(format!("policy evaluation error: {}", d.errors.join("; "))));
+        }
+        Err(deny(format!("no policy permits role {:?}", principal.role)))
+    }
+
+    /// The decision on `action` (a name from [`ALL_ACTIONS`]) for
+    /// `principal` on `resource`, with the policies that determined it:
+    /// what `kms policy check` prints.
+    pub fn decide(&self, principal: &Principal, action: &str, resource: &Resource) -> Result<Decided, String> {
+        if !ALL_ACTIONS.contains(&action) {
+            return Err(format!("unknown action {action:?}; actions are {}", ALL_ACTIONS.join(", ")));
+        }
         let loaded = self.current();
-        let principal_uid = uid("Kms::Principal", &principal.name).map_err(deny)?;
-        let action_uid = uid("Kms::Action", A::NAME).map_err(deny)?;
-        let resource_uid = resource.uid().map_err(deny)?;
+        let principal_uid = uid("Kms::Principal", &principal.name)?;
+        let action_uid = uid("Kms::Action", action)?;
+        let resource_uid = resource.uid()?;
         let attrs = HashMap::from([
             ("role".to_owned(), RestrictedExpression::new_string(principal.role.clone())),
             ("tenant".to_owned(), RestrictedExpression::new_string(principal.tenant.clone())),
         ]);
-        let principal_entity =
-            Entity::new(principal_uid.clone(), attrs, HashSet::new()).map_err(|e| deny(e.to_string()))?;
-        let resource_entity = resource.entity().map_err(deny)?;
+        let principal_entity = Entity::new(principal_uid.clone(), attrs, HashSet::new()).map_err(|e| e.to_string())?;
+        let resource_entity = resource.entity()?;
         let entities = Entities::from_entities([principal_entity, resource_entity], Some(&loaded.schema))
-            .map_err(|e| deny(format!("entities: {e}")))?;
+            .map_err(|e| format!("entities: {e}"))?;
         let request = Request::new(principal_uid, action_uid, resource_uid, Context::empty(), Some(&loaded.schema))
-            .map_err(|e| deny(format!("request: {e}")))?;
+            .map_err(|e| format!("request: {e}"))?;
         let response = self.authorizer.is_authorized(&request, &loaded.policies, &entities);
-        let reasons: Vec<String> = response.diagnostics().reason().map(|p| p.to_string()).collect();
-        let errors: Vec<String> = response.diagnostics().errors().map(|e| e.to_string()).collect();
-        match response.decision() {
-            Decision::Allow => Ok(Authorized { principal: principal.clone(), policies: reasons, _action: PhantomData }),
-            Decision::Deny if !reasons.is_empty() => Err(deny(format!("forbidden by policy {}", reasons.join(", ")))),
-            Decision::Deny if !errors.is_empty() => {
-                Err(deny(format!("policy evaluation error: {}", errors.join("; "))))
-            }
-            Decision::Deny => Err(deny(format!("no policy permits role {:?}", principal.role))),
+        Ok(Decided {
+            allowed: response.decision() == Decision::Allow,
+            policies: response.diagnostics().reason().map(|p| p.to_string()).collect(),
+            errors: response.diagnostics().errors().map(|e| e.to_string()).collect(),
+        })
+    }
+}
+
+/// A decision with its reasons.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Decided {
+    /// Allowed.
+    pub allowed: bool,
+    /// The policies that determined it (permits when allowed, forbids when
+    /// denied by one; none when no policy applied).
+    pub policies: Vec<String>,
+    /// Evaluation errors (which deny: fail closed).
+    pub errors: Vec<String>,
+}
+
+impl Resource {
+    /// Parses `kind:name` as `kms policy check` takes it: `service:`,
+    /// `key:`, `card-profile:`, `issuer:`, `cert-profile:`.
+    pub fn parse(s: &str) -> Result<Resource, String> {
+        let (kind, name) =
+            s.split_once(':').ok_or_else(|| format!("{s:?}: expected KIND:NAME, e.g. key:city/3301/mohurd/dpk"))?;
+        if name.is_empty() {
+            return Err(format!("{s:?}: the name is empty"));
         }
+        Ok(match kind {
+            "service" => match name {
+                "AdminService" => Resource::Service("AdminService"),
+                "KeyService" => Resource::Service("KeyService"),
+                "CertificateService" => Resource::Service("CertificateService"),
+                other => return Err(format!("no service {other:?}")),
+            },
+            "key" => Resource::Key(name.to_owned()),
+            "card-profile" => Resource::CardProfile(name.to_owned()),
+            "issuer" => Resource::Issuer(name.to_owned()),
+            "cert-profile" => Resource::CertProfile(name.to_owned()),
+            other => {
+                return Err(format!(
+                    "resource kind {other:?} is not one of service, key, card-profile, issuer, cert-profile"
+                ));
+            }
+        })
     }
 }
 

@@ -56,6 +56,20 @@ fn required<'a>(field: &str, value: &'a str) -> Result<&'a str> {
 }
 
 impl Card {
+    /// The identifier production plans count this card by: the ASN, else
+    /// the KDD, else the PAN, else the UID (upper-case hex or digits).
+    pub fn plan_identifier(&self, input: &CardInput) -> String {
+        if let Some(asn) = &self.asn {
+            hex::encode_upper(asn)
+        } else if let Some(kdd) = &self.kdd {
+            hex::encode_upper(kdd)
+        } else if let Some((pan, _)) = &self.pan {
+            pan.clone()
+        } else {
+            input.uid.trim().to_ascii_uppercase()
+        }
+    }
+
     /// Parses exactly the identifiers `profile` needs.
     pub fn parse(input: &CardInput, profile: &CardProfile) -> Result<Card> {
         let mut card = Card { asn: None, city: None, pan: None, kdd: None, an10922: None };

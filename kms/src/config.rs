@@ -77,6 +77,25 @@ pub struct Config {
     /// The certificate authority.
     #[serde(default)]
     pub ca: CaConfig,
+    /// Partners' production plans (quotas).
+    #[serde(default)]
+    pub plans: PlansConfig,
+}
+
+/// Partners' production plans.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlansConfig {
+    /// Whether every card-key derivation needs a live production plan of
+    /// the caller's tenant covering the card (fail closed). Turn off only
+    /// on a development instance.
+    pub required: bool,
+}
+
+impl Default for PlansConfig {
+    fn default() -> Self {
+        PlansConfig { required: true }
+    }
 }
 
 /// The certificate authority: profiles, CRLs, enrollment and escrow.

@@ -341,6 +341,8 @@ pub fn bootstrap(opts: &DevOptions, layout: &DevLayout) -> Result<(), DevError> 
          [policy]\ndir = {policy}\n\n\
          [profiles]\ndir = {profiles}\n\n\
          [ca]\nprofiles_dir = {cert_profiles}\ncrl_base_url = \"http://{ops}/crl\"\nescrow_key = \"dev/ca/escrow\"\n\n\
+         # Development only: derivations need no production plan here.\n\
+         [plans]\nrequired = false\n\n\
          [ops]\nlisten = \"{ops}\"\n",
         listen = opts.listen,
         module = toml_str(&layout.module),

@@ -40,6 +40,13 @@ pub enum Error {
     /// key in the wrong state or of the wrong purpose, a KCV mismatch).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The card is outside every live production plan of the caller's
+    /// tenant for the profile.
+    #[error("{0}")]
+    OutsidePlan(String),
+    /// The production plan covering the card has no count left.
+    #[error("{0}")]
+    QuotaExhausted(String),
     /// The HSM failed or lacks a capability.
     #[error(transparent)]
     Hsm(#[from] HsmError),

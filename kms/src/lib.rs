@@ -22,6 +22,7 @@ pub mod hsm;
 pub mod identity;
 pub mod keys;
 pub mod metrics;
+pub mod plans;
 pub mod profiles;
 pub mod server;
 pub mod store;

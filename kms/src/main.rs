@@ -140,6 +140,71 @@ enum Command {
         #[command(flatten)]
         args: cli::derive::DeriveArgs,
     },
+    /// Partners' production plans: which cards of which card profile a
+    /// tenant may have derived, how many, until when.
+    ///
+    /// With plans required (`[plans] required`, the default), every
+    /// derivation needs a live plan of the caller's tenant covering the
+    /// card; beyond the count it is refused with RESOURCE_EXHAUSTED.
+    /// Operators create and revoke plans; partners see their own.
+    Plans {
+        #[command(subcommand)]
+        command: PlansCommand,
+    },
+    /// Authorization policies: check a decision offline, reload the
+    /// server's set.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+/// `kms plans ...`.
+#[derive(Subcommand)]
+enum PlansCommand {
+    /// Grant a partner a plan.
+    Create {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        args: cli::plans::CreateArgs,
+    },
+    /// Show one plan and its consumption.
+    Get {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The plan id.
+        id: String,
+    },
+    /// List plans (all pages).
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        args: cli::plans::ListArgs,
+    },
+    /// End a plan now; what it consumed stays recorded.
+    Revoke {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The plan id.
+        id: String,
+        /// Why (recorded and audited).
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+/// `kms policy ...`.
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Would principal P be allowed action A on resource R, and by which
+    /// policy? Reads a policy directory; no server needed. Exit 0 when
+    /// allowed, 3 when denied.
+    Check(cli::plans::CheckArgs),
+    /// Ask the server to reload its policy directory (as SIGHUP does); a
+    /// set that does not validate is rejected whole with its errors.
+    Reload(ClientArgs),
 }
 
 /// `kms keys ...`.
@@ -638,6 +703,46 @@ fn main() -> ExitCode {
         Command::Keys { command } => keys(command),
         Command::Certs { command } => certs(command),
         Command::Derive { client, args } => derive(&client, args),
+        Command::Plans { command } => {
+            let (args, call) = match command {
+                PlansCommand::Create { client, args } => (client, cli::plans::PlansCall::Create(args)),
+                PlansCommand::Get { client, id } => (client, cli::plans::PlansCall::Get(id)),
+                PlansCommand::List { client, args } => (client, cli::plans::PlansCall::List(args)),
+                PlansCommand::Revoke { client, id, reason } => (client, cli::plans::PlansCall::Revoke(id, reason)),
+            };
+            client_call(args, move |o, j| Box::pin(async move { cli::plans::run(&o, j, call).await }))
+        }
+        Command::Policy { command: PolicyCommand::Check(args) } => match cli::plans::check(&args) {
+            Ok((out, allowed)) => {
+                print!("{out}");
+                if allowed { ExitCode::SUCCESS } else { ExitCode::from(3) }
+            }
+            Err(e) => fail_with(&e),
+        },
+        Command::Policy { command: PolicyCommand::Reload(args) } => {
+            client_call(args, |o, j| Box::pin(async move { cli::plans::reload(&o, j).await }))
+        }
+    }
+}
+
+type ClientCallFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, cli::ClientError>>>>;
+
+/// Runs one client command with typed errors (their exit codes).
+fn client_call(args: ClientArgs, f: impl FnOnce(ClientOptions, bool) -> ClientCallFuture) -> ExitCode {
+    let opts = match args.options() {
+        Ok(o) => o,
+        Err(e) => return fail_with(&e),
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return fail(e),
+    };
+    match rt.block_on(f(opts, args.json)) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail_with(&e),
     }
 }
 

@@ -258,7 +258,7 @@ pub async fn build_core(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<Co
         policies = policy.policy_count(),
         "core ready"
     );
-    Ok(Arc::new(Core::new(hsm, store, policy, profiles, config.derive.clone(), ca)))
+    Ok(Arc::new(Core::new(hsm, store, policy, profiles, config.derive.clone(), ca, config.plans.clone())))
 }
 
 fn log_capabilities(hsm: &Hsm) {
@@ -435,7 +435,7 @@ async fn reload_on_sighup(core: Arc<Core>, config: Config, mut shutdown: watch::
         tokio::select! {
             _ = hup.recv() => {
                 match core.policy.reload() {
-                    Ok(n) => tracing::info!(policies = n, "policies reloaded"),
+                    Ok((n, digest)) => tracing::info!(policies = n, digest, "policies reloaded"),
                     Err(e) => tracing::error!(error = %e, "policy reload rejected; the previous set stays in force"),
                 }
                 match crate::profiles::CardProfiles::load(&profiles_dir) {

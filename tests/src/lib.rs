@@ -10,6 +10,9 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+/// The newest migration of `kms/migrations` (both engines).
+pub const LATEST_SCHEMA: i64 = 5;
+
 pub mod bench;
 pub mod ca;
 pub mod ceremony;

@@ -50,6 +50,11 @@ pub struct Setup {
     pub db: TestDb,
     /// Extra TOML appended to the configuration.
     pub extra_config: String,
+    /// Whether derivations need a production plan (`[plans] required`);
+    /// off unless a test is about plans.
+    pub plans_required: bool,
+    /// The policy directory (default: the shipped `policies/`).
+    pub policy_dir: PathBuf,
 }
 
 impl Setup {
@@ -67,7 +72,16 @@ impl Setup {
         let label = format!("kms-{}", crate::unique(4));
         let token = Token::new(module, dir.path(), &label);
         let db = TestDb::new(kind, dir.path()).await;
-        Setup { dir, pki, ministry, token, db, extra_config: String::new() }
+        Setup {
+            dir,
+            pki,
+            ministry,
+            token,
+            db,
+            extra_config: String::new(),
+            plans_required: false,
+            policy_dir: workspace_root().join("policies"),
+        }
     }
 
     /// Writes the configuration file and returns its path.
@@ -115,11 +129,15 @@ escrow_key = "city/3301/ca/escrow"
 external_trust_anchors = ["{ministry}"]
 external_tenant = "city-3301"
 
+[plans]
+required = {plans_required}
+
 [logging]
 level = "info,kms=debug"
 {extra}
 "#,
             ready = self.dir.path().join("ready.json").display(),
+            plans_required = self.plans_required,
             cert = server.cert.display(),
             key = server.key.display(),
             ca = self.pki.ca_pem.display(),
@@ -129,7 +147,7 @@ level = "info,kms=debug"
             module_env = self.token.module_env_toml(),
             vendor = self.token.module.vendor_toml(),
             db = self.db.url,
-            policies = workspace_root().join("policies").display(),
+            policies = self.policy_dir.display(),
             profiles = workspace_root().join("profiles").display(),
             cert_profiles = workspace_root().join("policies/certificates").display(),
             ministry = self.ministry.ca_pem.display(),

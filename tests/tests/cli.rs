@@ -1299,3 +1299,77 @@ async fn certs_issue_chain_and_retire() {
         &["CreateEnrollmentToken failed: InvalidArgument", "ca.token_max_ttl_secs"],
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_plans_through_the_cli() {
+    let mut setup = Setup::new(DbKind::Sqlite).await;
+    setup.plans_required = true;
+    let server = setup.start();
+    let so = Cli::new(&setup, &server, "security_officer");
+    let operator = Cli::new(&setup, &server, "operator");
+    let partner = Cli::new(&setup, &server, "issuance_partner");
+    create_catalogue(&so);
+    let derive_one =
+        |asn: &str| partner.run(&["derive"], &["--profile", "mohurd-epurse", "--transport-key", KEK, "--asn", asn]);
+    // Without a plan the partner's card is refused (PERMISSION_DENIED).
+    let out = derive_one("3301000000000001");
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("outside every live production plan"), "{}", text(&out.stderr));
+
+    let created = json_lines(&operator.ok(
+        &["plans", "create"],
+        &[
+            "--tenant",
+            "city-3301",
+            "--card-profile",
+            "mohurd-epurse",
+            "--range",
+            "3301000000000000-33010000000000FF",
+            "--count",
+            "2",
+            "--valid-until",
+            "2030-01-01",
+            "--note",
+            "order 17",
+            "--json",
+        ],
+    ));
+    let id = created[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(created[0]["remaining"], 2);
+    assert_eq!(created[0]["ranges"][0], "3301000000000000-33010000000000FF");
+    // An empty range is refused with a usage-style message and exit status.
+    let bad = operator.run(
+        &["plans", "create"],
+        &[
+            "--tenant",
+            "city-3301",
+            "--card-profile",
+            "mohurd-epurse",
+            "--range",
+            "0010-0001",
+            "--count",
+            "1",
+            "--valid-until",
+            "2030-01-01",
+        ],
+    );
+    assert!(!bad.status.success() && text(&bad.stderr).contains("is empty"), "{}", text(&bad.stderr));
+
+    for asn in ["3301000000000001", "3301000000000002"] {
+        let out = derive_one(asn);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let out = derive_one("3301000000000003");
+    assert!(text(&out.stderr).contains("has no cards left (2 of 2 used)"), "{}", text(&out.stderr));
+
+    let listed = json_lines(&partner.ok(&["plans", "list"], &["--json"]));
+    assert_eq!(
+        (listed.len(), listed[0]["used"].as_u64(), listed[0]["state"].as_str()),
+        (1, Some(2), Some("exhausted"))
+    );
+    let table = operator.ok(&["plans", "get", &id], &[]);
+    assert!(table.contains("exhausted") && table.contains(&id), "{table}");
+    let revoked = json_lines(&operator.ok(&["plans", "revoke", &id], &["--reason", "order closed", "--json"]));
+    assert_eq!(revoked[0]["state"], "revoked");
+    assert_eq!(revoked[0]["revocation_reason"], "order closed");
+}

@@ -73,8 +73,15 @@ async fn env_in(module: Module, kind: DbKind) -> Env {
 
 /// An environment whose server configuration gets `extra_config`.
 async fn env_with(module: Module, kind: DbKind, extra_config: &str) -> Env {
+    env_full(module, kind, extra_config, false).await
+}
+
+/// As [`env_with`], and derivations need production plans when
+/// `plans_required`.
+async fn env_full(module: Module, kind: DbKind, extra_config: &str, plans_required: bool) -> Env {
     let mut setup = Setup::with_module(module, kind).await;
     setup.extra_config = extra_config.to_owned();
+    setup.plans_required = plans_required;
     setup.token.seed(&[
         SeedKey {
             label: "ceremony/kek-import",
@@ -804,4 +811,198 @@ async fn oversized_batch_is_cut_off_at_the_configured_limit() {
     assert_eq!(done, 5);
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("derive.max_batch_cards (5)"), "{}", err.message());
+}
+
+// ----- production plans (quotas) --------------------------------------------
+
+fn plan_request(tenant: &str, ranges: &[(&str, &str)], count: u64) -> pb::CreateProductionPlanRequest {
+    pb::CreateProductionPlanRequest {
+        tenant: tenant.into(),
+        profile: "mohurd-epurse".into(),
+        ranges: ranges.iter().map(|(a, b)| pb::CardRange { first_asn: (*a).into(), last_asn: (*b).into() }).collect(),
+        count,
+        valid_from: 0,
+        valid_until: time::OffsetDateTime::now_utc().unix_timestamp() + 86_400,
+        note: "order 2026-117".into(),
+    }
+}
+
+fn outcomes(results: &[pb::DeriveBatchResponse]) -> (usize, Vec<(i32, String)>) {
+    let mut ok = 0;
+    let mut errors = Vec::new();
+    for r in results {
+        match &r.result {
+            Some(pb::derive_batch_response::Result::Keys(_)) => ok += 1,
+            Some(pb::derive_batch_response::Result::Error(e)) => errors.push((e.code, e.message.clone())),
+            None => panic!("an item without result"),
+        }
+    }
+    (ok, errors)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_plans_bound_derivations() {
+    use kms_proto::v1::admin_service_client::AdminServiceClient;
+    for kind in ALL_DBS {
+        let mut e = env_full(Module::from_env(), kind, "", true).await;
+        import_mohurd(&mut e.so).await;
+        let mut operator = AdminServiceClient::new(e.setup.channel(&e.server, "operator").await);
+        let mut partner_admin = AdminServiceClient::new(e.setup.channel(&e.server, "issuance_partner").await);
+        let card = |asn: &str| pb::CardIdentifiers { asn: asn.into(), ..Default::default() };
+
+        // No plan yet: refused, nothing derived.
+        let err = derive(&mut e.partner, "mohurd-epurse", card("3301000000000001")).await.unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+        assert!(err.message().contains("outside every live production plan"), "{err:?}");
+
+        // Bad plans are refused whole, naming the field.
+        for (req, want) in [
+            (plan_request("city-3301", &[("330100000000000F", "3301000000000000")], 5), "is empty"),
+            (
+                plan_request(
+                    "city-3301",
+                    &[("3301000000000000", "33010000000000FF"), ("3301000000000080", "3301000000000100")],
+                    5,
+                ),
+                "overlaps range 1",
+            ),
+            (plan_request("city-3301", &[], 5), "at least one range"),
+            (plan_request("city-3301", &[("3301000000000000", "330100000000000F")], 0), "count"),
+            (
+                pb::CreateProductionPlanRequest {
+                    profile: "no-such".into(),
+                    ..plan_request("city-3301", &[("0001", "0002")], 1)
+                },
+                "no card profile",
+            ),
+        ] {
+            let err = operator.create_production_plan(req).await.unwrap_err();
+            assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+            assert!(err.message().contains(want), "{want}: {err:?}");
+        }
+        // Partners cannot grant themselves plans.
+        let err = partner_admin
+            .create_production_plan(plan_request("city-3301", &[("3301000000000000", "330100000000000F")], 100))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied);
+
+        let plan = operator
+            .create_production_plan(plan_request("city-3301", &[("3301000000000000", "330100000000000F")], 5))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((plan.count, plan.used, plan.state.as_str()), (5, 0, "active"));
+        // A second live plan may not claim the same cards.
+        let err = operator
+            .create_production_plan(plan_request("city-3301", &[("3301000000000008", "3301000000000020")], 5))
+            .await
+            .unwrap_err();
+        assert!(err.code() == Code::InvalidArgument && err.message().contains(&plan.id), "{err:?}");
+        operator
+            .create_production_plan(plan_request("other-city", &[("3301000000000000", "330100000000000F")], 9))
+            .await
+            .unwrap();
+
+        // In range: derived and counted; out of range: refused.
+        derive(&mut e.partner, "mohurd-epurse", card("3301000000000001")).await.unwrap();
+        let err = derive(&mut e.partner, "mohurd-epurse", card("3301000000000010")).await.unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+
+        // A batch of 10 cards in range with 4 left: 4 derived, 6 refused
+        // with what remains; a retried batch consumes nothing more.
+        let cards: Vec<String> = (2..12u64).map(|i| format!("33010000000000{i:02X}")).collect();
+        let first = run_batch(&mut e.partner, "plan-batch-1", cards.clone()).await;
+        let (ok, errors) = outcomes(&first);
+        assert_eq!((ok, errors.len()), (4, 6), "{errors:?}");
+        for (code, message) in &errors {
+            assert_eq!(*code, Code::ResourceExhausted as i32, "{message}");
+            assert!(message.contains("has no cards left (5 of 5 used)"), "{message}");
+        }
+        let again = run_batch(&mut e.partner, "plan-batch-1", cards).await;
+        let (ok, errors) = outcomes(&again);
+        assert_eq!((ok, errors.len()), (4, 6));
+        assert!(
+            again
+                .iter()
+                .filter(|r| matches!(&r.result, Some(pb::derive_batch_response::Result::Keys(_))))
+                .all(|r| r.replayed)
+        );
+        let seen = partner_admin
+            .get_production_plan(pb::GetProductionPlanRequest { id: plan.id.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((seen.used, seen.state.as_str()), (5, "exhausted"));
+        let err = derive(&mut e.partner, "mohurd-epurse", card("3301000000000001")).await.unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+        assert!(err.message().contains("has no cards left (5 of 5 used)"), "{err:?}");
+
+        // A partner sees its own tenant's plans only.
+        let listed =
+            partner_admin.list_production_plans(pb::ListProductionPlansRequest::default()).await.unwrap().into_inner();
+        assert_eq!(listed.plans.iter().map(|p| p.tenant.as_str()).collect::<Vec<_>>(), ["city-3301"]);
+        let all = operator.list_production_plans(pb::ListProductionPlansRequest::default()).await.unwrap().into_inner();
+        assert_eq!(all.plans.len(), 2);
+
+        // Revoked: the cards are outside every live plan again.
+        let revoked = operator
+            .revoke_production_plan(pb::RevokeProductionPlanRequest {
+                id: plan.id.clone(),
+                reason: "order cancelled".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(revoked.state, "revoked");
+        let err = derive(&mut e.partner, "mohurd-epurse", card("3301000000000003")).await.unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_count_one_plan_exactly() {
+    use kms_proto::v1::admin_service_client::AdminServiceClient;
+    let kind = if std::env::var("KMS_TEST_POSTGRES_URL").is_ok() { DbKind::Postgres } else { DbKind::Sqlite };
+    let mut e = env_full(Module::from_env(), kind, "[derive]\nbatch_chunk = 4\n", true).await;
+    import_mohurd(&mut e.so).await;
+    let config = e.setup.write_config();
+    let second = Server::spawn(&config, e.setup.dir.path());
+    let mut operator = AdminServiceClient::new(e.setup.channel(&e.server, "operator").await);
+    let plan = operator
+        .create_production_plan(plan_request("city-3301", &[("3301000000000000", "33010000000000FF")], 30))
+        .await
+        .unwrap()
+        .into_inner();
+    // Two batches of 25 cards and 10 single calls, alternating between the
+    // replicas, all at once, against a plan of 30.
+    let mut tasks = tokio::task::JoinSet::new();
+    for (n, server) in [&e.server, &second].into_iter().enumerate() {
+        let mut partner = KeyServiceClient::new(e.setup.channel(server, "issuance_partner").await);
+        let cards: Vec<String> = (0..25u64).map(|i| format!("33010000000000{:02X}", n as u64 * 25 + i)).collect();
+        tasks.spawn(async move { outcomes(&run_batch(&mut partner, &format!("replica-{n}"), cards).await).0 });
+    }
+    for i in 0..10u64 {
+        let server = if i % 2 == 0 { &e.server } else { &second };
+        let mut partner = KeyServiceClient::new(e.setup.channel(server, "issuance_partner").await);
+        let asn = format!("33010000000000{:02X}", 0x80 + i);
+        tasks.spawn(async move {
+            let r = derive(&mut partner, "mohurd-epurse", pb::CardIdentifiers { asn, ..Default::default() }).await;
+            match r {
+                Ok(_) => 1,
+                Err(s) => {
+                    assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
+                    0
+                }
+            }
+        });
+    }
+    let mut derived = 0;
+    while let Some(n) = tasks.join_next().await {
+        derived += n.unwrap();
+    }
+    assert_eq!(derived, 30, "exactly the plan's count was derived");
+    let seen = operator.get_production_plan(pb::GetProductionPlanRequest { id: plan.id }).await.unwrap().into_inner();
+    assert_eq!(seen.used, 30);
+    drop(second);
 }

@@ -29,7 +29,7 @@ async fn status_and_capabilities_over_mtls() {
     assert_eq!(module.state, "up");
     assert_eq!(module.sessions_max, 2);
     let db = status.database.unwrap();
-    assert_eq!((db.backend.as_str(), db.reachable, db.schema_version), ("sqlite", true, 3));
+    assert_eq!((db.backend.as_str(), db.reachable, db.schema_version), ("sqlite", true, kms_tests::LATEST_SCHEMA));
 
     let caps = admin.get_capabilities(pb::GetCapabilitiesRequest {}).await.unwrap().into_inner();
     let row = |n: &str| caps.capabilities.iter().find(|c| c.name == n).unwrap().clone();
@@ -436,4 +436,75 @@ async fn malformed_card_profile_refuses_to_start_naming_file_and_line() {
     std::fs::write(&config, text).unwrap();
     let stderr = expect_startup_failure(&config);
     assert!(stderr.contains("city-card.toml") && stderr.contains("line 6") && stderr.contains("pboc-4des"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_reload_whole_or_not_at_all() {
+    let mut setup = Setup::new(DbKind::Sqlite).await;
+    // A copy of the shipped policies the test may break.
+    let dir = setup.dir.path().join("policies");
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(kms_tests::workspace_root().join("policies")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    setup.policy_dir = dir.clone();
+    let server = setup.start();
+    let mut officer = AdminServiceClient::new(setup.channel(&server, "security_officer").await);
+    let mut operator = AdminServiceClient::new(setup.channel(&server, "operator").await);
+
+    let first = officer.reload_policies(pb::ReloadPoliciesRequest {}).await.unwrap().into_inner();
+    assert!(first.policies > 10 && first.digest.len() == 64, "{first:?}");
+    let err = operator.reload_policies(pb::ReloadPoliciesRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+
+    // A syntax error, then a policy naming an action the schema lacks:
+    // each rejected whole, with its place, and the old set stays.
+    for (text, want) in [
+        ("permit (principal, action, resource) when { principal.role == };", "broken.cedar"),
+        ("permit (principal, action == Kms::Action::\"admin.Nope\", resource);", "admin.Nope"),
+    ] {
+        std::fs::write(dir.join("broken.cedar"), text).unwrap();
+        let err = officer.reload_policies(pb::ReloadPoliciesRequest {}).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains(want) && err.message().contains(&first.digest), "{err:?}");
+        operator.get_status(pb::GetStatusRequest {}).await.expect("the old set is still in force");
+    }
+
+    // A valid change takes effect at once: operators lose GetStatus.
+    std::fs::write(
+        dir.join("broken.cedar"),
+        "@id(\"no-status-for-operators\")\nforbid (principal, action == Kms::Action::\"admin.GetStatus\", resource)\nwhen { principal.role == \"operator\" };\n",
+    )
+    .unwrap();
+    let second = officer.reload_policies(pb::ReloadPoliciesRequest {}).await.unwrap().into_inner();
+    assert_ne!(second.digest, first.digest);
+    let err = operator.get_status(pb::GetStatusRequest {}).await.unwrap_err();
+    assert!(
+        err.code() == tonic::Code::PermissionDenied && err.message().contains("no-status-for-operators"),
+        "{err:?}"
+    );
+
+    // `kms policy check` answers the same from the directory, offline.
+    let check = |role: &str| {
+        std::process::Command::new(kms_tests::server::kms_bin())
+            .args(["policy", "check", "--policy-dir"])
+            .arg(&dir)
+            .args(["--role", role, "--tenant", "city-3301", "--action", "admin.GetStatus"])
+            .args(["--resource", "service:AdminService", "--json"])
+            .output()
+            .unwrap()
+    };
+    let denied = check("operator");
+    assert_eq!(denied.status.code(), Some(3));
+    let v: serde_json::Value = serde_json::from_slice(&denied.stdout).unwrap();
+    assert_eq!(v["allowed"], false);
+    assert_eq!(v["policies"][0], "no-status-for-operators");
+    assert_eq!(v["digest"], second.digest.as_str());
+    let allowed = check("auditor");
+    assert_eq!(allowed.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&allowed.stdout).unwrap();
+    assert_eq!(v["policies"][0], "admin-read-status");
 }

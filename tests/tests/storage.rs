@@ -9,7 +9,7 @@ use kms::store::Store;
 use kms_tests::{ALL_DBS, DbKind, TestDb};
 
 /// The newest migration in kms/migrations.
-const LATEST_SCHEMA: i64 = 3;
+use kms_tests::LATEST_SCHEMA;
 
 async fn store(kind: DbKind, dir: &std::path::Path) -> (TestDb, Store) {
     let db = TestDb::new(kind, dir).await;

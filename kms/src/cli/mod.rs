@@ -7,6 +7,7 @@
 pub mod certs;
 pub mod derive;
 pub mod keys;
+pub mod plans;
 
 use std::path::{Path, PathBuf};
 

@@ -27,6 +27,8 @@ pub struct Batch {
     pub id: String,
     /// The checked plan.
     pub plan: Plan,
+    /// The caller's tenant (production plans are per tenant).
+    pub tenant: String,
 }
 
 /// The outcome of one card.
@@ -71,6 +73,8 @@ pub struct PreparedChunk {
     card_json: Vec<String>,
     /// Per card: what the HSM derived, if it was derived in this chunk.
     derived: Vec<Option<Result<Vec<DerivedKey>, String>>>,
+    /// Per card derived: the production plan it counts against.
+    plan_of: Vec<Option<crate::plans::PlanRecord>>,
     results: Vec<Option<ItemResult>>,
 }
 
@@ -136,7 +140,7 @@ impl Core {
             .await
             .map_err(Error::AuditUnavailable)?;
         tx.commit().await?;
-        Ok(Batch { id, plan })
+        Ok(Batch { id, plan, tenant: p.tenant.clone() })
     }
 
     /// Processes cards `first_index..` of a batch: replays what is recorded,
@@ -171,6 +175,8 @@ impl Core {
             recorded.insert(idx as u64, (r.try_get("card")?, r.try_get::<i64, _>("ok")? != 0, r.try_get("result")?));
         }
         let mut pending = Vec::with_capacity(cards.len());
+        let mut plan_of: Vec<Option<crate::plans::PlanRecord>> = (0..cards.len()).map(|_| None).collect();
+        let governing = self.governing_plans(&batch.tenant, &batch.plan.profile.name).await?;
         let card_json: Vec<String> = cards.iter().map(|c| serde_json::to_string(c).unwrap_or_default()).collect();
         for (offset, input) in cards.iter().enumerate() {
             let idx = first_index + offset as u64;
@@ -190,7 +196,25 @@ impl Core {
                     Pending::Done(ItemResult::Failed { code: tonic::Code::InvalidArgument, message, replayed: true })
                 }
                 None => match Card::parse(input, &batch.plan.profile) {
-                    Ok(card) => Pending::Derive(card),
+                    Ok(card) => match &governing {
+                        None => Pending::Derive(card),
+                        Some(plans) => {
+                            let id = card.plan_identifier(input);
+                            match super::plans::plan_for(plans, &batch.tenant, &batch.plan.profile.name, &id) {
+                                Ok(plan) => {
+                                    plan_of[offset] = Some(plan.clone());
+                                    Pending::Derive(card)
+                                }
+                                // Not recorded: a retry after the plan
+                                // changed is judged again.
+                                Err(e) => Pending::Done(ItemResult::Failed {
+                                    code: crate::grpc::status::code(&e),
+                                    message: format!("card {idx}: {e}"),
+                                    replayed: false,
+                                }),
+                            }
+                        }
+                    },
                     Err(e) => Pending::Done(ItemResult::Failed {
                         code: tonic::Code::InvalidArgument,
                         message: format!("card {idx}: {e}"),
@@ -250,7 +274,7 @@ impl Core {
                 Pending::Derive(_) => None,
             })
             .collect();
-        Ok(PreparedChunk { first_index, cards, card_json, derived, results })
+        Ok(PreparedChunk { first_index, cards, card_json, derived, plan_of, results })
     }
 
     /// The second half of [`Core::process_chunk`]: records the chunk's items
@@ -263,9 +287,31 @@ impl Core {
         prepared: PreparedChunk,
     ) -> Result<Vec<ItemResult>> {
         let p = proof.principal();
-        let PreparedChunk { first_index, cards, card_json, derived, mut results } = prepared;
+        let PreparedChunk { first_index, cards, card_json, mut derived, plan_of, mut results } = prepared;
         let mut tx = self.store.begin().await?;
         let mut audit_items = Vec::new();
+        // Each plan grants what it has left, in card order; the cards
+        // beyond it are refused and not recorded (a retry tries again).
+        let mut per_plan: BTreeMap<&str, (&crate::plans::PlanRecord, Vec<usize>)> = BTreeMap::new();
+        for (offset, plan) in plan_of.iter().enumerate() {
+            if let (Some(plan), Some(Ok(_))) = (plan, &derived[offset]) {
+                per_plan.entry(plan.id.as_str()).or_insert((plan, Vec::new())).1.push(offset);
+            }
+        }
+        let mut plan_use = Vec::new();
+        for (id, (plan, offsets)) in per_plan {
+            let grant = crate::plans::consume(&mut tx, id, offsets.len() as u64, crate::certs::now_secs()).await?;
+            plan_use.push(json!({ "plan": id, "cards": grant.granted, "used": grant.used }));
+            for &offset in &offsets[grant.granted as usize..] {
+                derived[offset] = None;
+                let e = super::plans::exhausted(&crate::plans::PlanRecord { used: grant.used, ..plan.clone() });
+                results[offset] = Some(ItemResult::Failed {
+                    code: crate::grpc::status::code(&e),
+                    message: format!("card {}: {e}", first_index + offset as u64),
+                    replayed: false,
+                });
+            }
+        }
         let now = now_ms();
         let mut rows: Vec<(i64, String, i64, String)> = Vec::with_capacity(cards.len());
         for ((offset, input), (card_json, derived)) in cards.iter().enumerate().zip(card_json.into_iter().zip(derived))
@@ -289,9 +335,15 @@ impl Core {
                     continue;
                 }
                 None => match &results[offset] {
-                    Some(ItemResult::Failed { message, replayed: false, .. }) => {
+                    // Bad card input is recorded: a retry answers the same.
+                    Some(ItemResult::Failed { code: tonic::Code::InvalidArgument, message, replayed: false }) => {
                         audit_items.push(json!({ "index": idx, "card": input, "error": message }));
                         (false, message.clone())
+                    }
+                    // Plan refusals are audited, not recorded.
+                    Some(ItemResult::Failed { message, replayed: false, .. }) => {
+                        audit_items.push(json!({ "index": idx, "card": input, "error": message }));
+                        continue;
                     }
                     _ => continue,
                 },
@@ -328,6 +380,9 @@ impl Core {
             details["first_index"] = json!(first_index);
             details["cards"] = json!(audit_items.len());
             details["items"] = json!(audit_items);
+            if !plan_use.is_empty() {
+                details["plans"] = json!(plan_use);
+            }
             audit::append(
                 &mut tx,
                 &derive_event(p, &batch.plan.profile.name, Outcome::Success, String::new(), details),

@@ -338,6 +338,13 @@ impl Core {
         let result: Result<(Plan, Vec<DerivedKey>)> = async {
             let plan = self.plan_derivation(&req).await?;
             let card = Card::parse(&input, &plan.profile)?;
+            let governing = match self.governing_plans(&p.tenant, &req.profile).await? {
+                Some(plans) => {
+                    let id = card.plan_identifier(&input);
+                    Some(super::plans::plan_for(&plans, &p.tenant, &req.profile, &id)?.clone())
+                }
+                None => None,
+            };
             let hsm = self.hsm.clone();
             let plan2 = plan.clone();
             let keys = self
@@ -350,8 +357,19 @@ impl Core {
             let mut details = plan.details();
             details["cards"] = json!(1);
             details["items"] = json!([card_audit(&input, &keys)]);
+            // The plan's count and the audit record commit together.
+            let mut tx = self.store.begin().await?;
+            if let Some(governing) = &governing {
+                let grant = crate::plans::consume(&mut tx, &governing.id, 1, crate::certs::now_secs()).await?;
+                if grant.granted == 0 {
+                    return Err(super::plans::exhausted(governing));
+                }
+                details["plan"] = json!(governing.id);
+                details["plan_used"] = json!(grant.used);
+            }
             let e = derive_event(p, &req.profile, Outcome::Success, String::new(), details);
-            audit::record(&self.store, &e).await.map_err(Error::AuditUnavailable)?;
+            audit::append(&mut tx, &e).await.map_err(Error::AuditUnavailable)?;
+            tx.commit().await?;
             Ok((plan, keys))
         }
         .await;

@@ -19,6 +19,7 @@ pub mod batch;
 pub mod certs;
 pub mod derive;
 pub mod keys;
+pub mod plans;
 
 /// The service's shared state.
 pub struct Core {
@@ -33,6 +34,8 @@ pub struct Core {
     pub derive_limits: DeriveConfig,
     /// The certificate authority's configuration and profiles.
     pub ca: certs::CaState,
+    /// Production plans.
+    pub plans: crate::config::PlansConfig,
     started: Instant,
 }
 
@@ -68,6 +71,7 @@ impl Core {
         profiles: CardProfiles,
         derive_limits: DeriveConfig,
         ca: certs::CaState,
+        plans: crate::config::PlansConfig,
     ) -> Core {
         Core {
             hsm,
@@ -76,6 +80,7 @@ impl Core {
             profiles: std::sync::RwLock::new(Arc::new(profiles)),
             derive_limits,
             ca,
+            plans,
             started: Instant::now(),
         }
     }

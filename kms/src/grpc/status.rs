@@ -8,6 +8,8 @@
 //! | `NotFound` | `NOT_FOUND` |
 //! | `AlreadyExists` | `ALREADY_EXISTS` |
 //! | `FailedPrecondition` (key state or purpose, KCV mismatch) | `FAILED_PRECONDITION` |
+//! | `OutsidePlan` (card outside the tenant's production plans) | `PERMISSION_DENIED` |
+//! | `QuotaExhausted` (the plan's count is used up) | `RESOURCE_EXHAUSTED` |
 //! | HSM: mechanism missing from the capability table | `FAILED_PRECONDITION` |
 //! | HSM: module marked down, device removed, token absent, worker died | `UNAVAILABLE` |
 //! | HSM: `CKR_MECHANISM_INVALID`, `CKR_KEY_TYPE_INCONSISTENT`, `CKR_KEY_FUNCTION_NOT_PERMITTED`, `CKR_KEY_UNEXTRACTABLE`, `CKR_WRAPPING_KEY_TYPE_INCONSISTENT`, `CKR_KEY_NOT_WRAPPABLE` | `FAILED_PRECONDITION` |
@@ -78,6 +80,8 @@ pub fn code(e: &Error) -> Code {
         Error::NotFound { .. } => Code::NotFound,
         Error::AlreadyExists { .. } => Code::AlreadyExists,
         Error::FailedPrecondition(_) => Code::FailedPrecondition,
+        Error::OutsidePlan(_) => Code::PermissionDenied,
+        Error::QuotaExhausted(_) => Code::ResourceExhausted,
         Error::Hsm(h) => hsm_code(h),
         Error::Store(_) => Code::Unavailable,
         Error::AuditUnavailable(_) => Code::Unavailable,
@@ -95,7 +99,9 @@ pub fn to_status(e: &Error, rpc: &str, detail: bool) -> Status {
         | Error::InvalidArgument { .. }
         | Error::NotFound { .. }
         | Error::AlreadyExists { .. }
-        | Error::FailedPrecondition(_) => e.to_string(),
+        | Error::FailedPrecondition(_)
+        | Error::OutsidePlan(_)
+        | Error::QuotaExhausted(_) => e.to_string(),
         Error::Hsm(HsmError::MechanismUnavailable { .. }) => e.to_string(),
         Error::Hsm(_) if detail => e.to_string(),
         Error::Hsm(HsmError::Unavailable { .. }) => "the HSM is unavailable; retry later".to_owned(),
