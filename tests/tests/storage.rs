@@ -8,7 +8,6 @@ use kms::config::DatabaseConfig;
 use kms::store::Store;
 use kms_tests::{ALL_DBS, DbKind, TestDb};
 
-/// The newest migration in kms/migrations.
 use kms_tests::LATEST_SCHEMA;
 
 async fn store(kind: DbKind, dir: &std::path::Path) -> (TestDb, Store) {
