@@ -333,10 +333,22 @@ impl PolicyEngine {
         self.loaded.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Asks whether `principal` may take action `A` on `resource`.
+    /// Asks whether `principal` may take action `A` on `resource`, with
+    /// the request context every action has (the time).
     pub fn authorize<A: Action>(&self, principal: &Principal, resource: &Resource) -> Result<Authorized<A>, Denied> {
+        self.authorize_in::<A>(principal, resource, &[])
+    }
+
+    /// As [`PolicyEngine::authorize`], with `extra` context attributes
+    /// (those of the action's context type beyond the time).
+    pub fn authorize_in<A: Action>(
+        &self,
+        principal: &Principal,
+        resource: &Resource,
+        extra: &[(&str, ContextValue)],
+    ) -> Result<Authorized<A>, Denied> {
         let deny = |reason: String| Denied { action: A::NAME, reason };
-        let d = self.decide(principal, A::NAME, resource).map_err(deny)?;
+        let d = self.decide(principal, A::NAME, resource, extra).map_err(deny)?;
         if d.allowed {
             return Ok(Authorized { principal: principal.clone(), policies: d.policies, _action: PhantomData });
         }
@@ -351,8 +363,15 @@ impl PolicyEngine {
 
     /// The decision on `action` (a name from [`ALL_ACTIONS`]) for
     /// `principal` on `resource`, with the policies that determined it:
-    /// what `kms policy check` prints.
-    pub fn decide(&self, principal: &Principal, action: &str, resource: &Resource) -> Result<Decided, String> {
+    /// what `kms policy check` prints. The context holds `now` and
+    /// `hour_utc` (from the clock unless `extra` gives them) and `extra`.
+    pub fn decide(
+        &self,
+        principal: &Principal,
+        action: &str,
+        resource: &Resource,
+        extra: &[(&str, ContextValue)],
+    ) -> Result<Decided, String> {
         if !ALL_ACTIONS.contains(&action) {
             return Err(format!("unknown action {action:?}; actions are {}", ALL_ACTIONS.join(", ")));
         }
@@ -368,7 +387,20 @@ impl PolicyEngine {
         let resource_entity = resource.entity()?;
         let entities = Entities::from_entities([principal_entity, resource_entity], Some(&loaded.schema))
             .map_err(|e| format!("entities: {e}"))?;
-        let request = Request::new(principal_uid, action_uid, resource_uid, Context::empty(), Some(&loaded.schema))
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        let mut pairs: Vec<(String, RestrictedExpression)> = Vec::new();
+        if !extra.iter().any(|(k, _)| *k == "now") {
+            pairs.push(("now".into(), RestrictedExpression::new_long(now)));
+        }
+        if !extra.iter().any(|(k, _)| *k == "hour_utc") {
+            pairs.push(("hour_utc".into(), RestrictedExpression::new_long(now.rem_euclid(86_400) / 3600)));
+        }
+        for (k, v) in extra {
+            pairs.push(((*k).to_owned(), v.expression()));
+        }
+        let context = Context::from_pairs(pairs).map_err(|e| format!("context: {e}"))?;
+        let request = Request::new(principal_uid, action_uid, resource_uid, context, Some(&loaded.schema))
             .map_err(|e| format!("request: {e}"))?;
         let response = self.authorizer.is_authorized(&request, &loaded.policies, &entities);
         Ok(Decided {
@@ -376,6 +408,36 @@ impl PolicyEngine {
             policies: response.diagnostics().reason().map(|p| p.to_string()).collect(),
             errors: response.diagnostics().errors().map(|e| e.to_string()).collect(),
         })
+    }
+}
+
+/// A value of a request-context attribute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContextValue {
+    /// A Cedar `Long`.
+    Long(i64),
+    /// A Cedar `Bool`.
+    Bool(bool),
+    /// A Cedar `String`.
+    Str(String),
+}
+
+impl ContextValue {
+    fn expression(&self) -> RestrictedExpression {
+        match self {
+            ContextValue::Long(n) => RestrictedExpression::new_long(*n),
+            ContextValue::Bool(b) => RestrictedExpression::new_bool(*b),
+            ContextValue::Str(s) => RestrictedExpression::new_string(s.clone()),
+        }
+    }
+
+    /// Parses a command-line value: an integer, `true`/`false`, else a string.
+    pub fn parse(s: &str) -> ContextValue {
+        match s {
+            "true" => ContextValue::Bool(true),
+            "false" => ContextValue::Bool(false),
+            _ => s.parse().map(ContextValue::Long).unwrap_or_else(|_| ContextValue::Str(s.to_owned())),
+        }
     }
 }
 

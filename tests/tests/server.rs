@@ -507,4 +507,45 @@ async fn policies_reload_whole_or_not_at_all() {
     assert_eq!(allowed.status.code(), Some(0));
     let v: serde_json::Value = serde_json::from_slice(&allowed.stdout).unwrap();
     assert_eq!(v["policies"][0], "admin-read-status");
+
+    // The request context: a partner held to transport keys under
+    // partner/<tenant>/, and to working hours.
+    std::fs::write(
+        dir.join("broken.cedar"),
+        "@id(\"own-transport-keys\")\nforbid (principal, action == Kms::Action::\"keys.DeriveCardKeys\", resource)\n\
+         unless { context.transport_key like \"partner/*\" };\n\
+         @id(\"working-hours\")\nforbid (principal, action == Kms::Action::\"keys.DeriveCardKeys\", resource)\n\
+         when { context.hour_utc < 1 || context.hour_utc > 22 };\n",
+    )
+    .unwrap();
+    officer.reload_policies(pb::ReloadPoliciesRequest {}).await.unwrap();
+    let mut partner =
+        kms_proto::v1::key_service_client::KeyServiceClient::new(setup.channel(&server, "issuance_partner").await);
+    let err = partner
+        .derive_card_keys(pb::DeriveCardKeysRequest {
+            profile: "mohurd-epurse".into(),
+            card: Some(pb::CardIdentifiers { asn: "3301000000000001".into(), ..Default::default() }),
+            transport_key: Some(pb::KeyRef { name: "city/3301/kek".into(), version: 0 }),
+            master_key_versions: Default::default(),
+        })
+        .await
+        .unwrap_err();
+    assert!(err.code() == tonic::Code::PermissionDenied && err.message().contains("own-transport-keys"), "{err:?}");
+    let derive_check = |transport: &str, hour: &str| {
+        std::process::Command::new(kms_tests::server::kms_bin())
+            .args(["policy", "check", "--policy-dir"])
+            .arg(&dir)
+            .args(["--role", "issuance_partner", "--tenant", "factory-1", "--action", "keys.DeriveCardKeys"])
+            .args(["--resource", "card-profile:mohurd-epurse", "--context", "batch=true"])
+            .args(["--context", &format!("transport_key={transport}"), "--context", &format!("hour_utc={hour}")])
+            .output()
+            .unwrap()
+    };
+    let out = derive_check("partner/factory-1/kek", "10");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = derive_check("partner/factory-1/kek", "23");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("forbidden by working-hours"));
+    assert_eq!(out.status.code(), Some(3));
+    let out = derive_check("city/3301/kek", "10");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("forbidden by own-transport-keys"));
 }

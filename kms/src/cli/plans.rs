@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::certs::{parse_instant, rfc3339};
 use super::{ClientError, ClientOptions, call_error, table};
-use crate::authz::{PolicyEngine, Resource};
+use crate::authz::{ContextValue, PolicyEngine, Resource};
 use crate::identity::Principal;
 
 /// `kms plans create`.
@@ -39,6 +39,11 @@ pub struct CreateArgs {
     /// Free text: order number, contract.
     #[arg(long, default_value = "")]
     pub note: String,
+}
+
+fn parse_context(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("{s:?}: expected NAME=VALUE"))?;
+    Ok((k.trim().to_owned(), v.to_owned()))
 }
 
 fn parse_range(s: &str) -> Result<(String, String), String> {
@@ -189,6 +194,12 @@ pub struct CheckArgs {
     /// card-profile:NAME, issuer:NAME, cert-profile:NAME.
     #[arg(long)]
     pub resource: String,
+    /// A request-context attribute NAME=VALUE (an integer, true/false, or
+    /// a string); repeat. `now` and `hour_utc` default to the clock; a
+    /// derivation also has `batch`, `transport_key` and (one card)
+    /// `card_id`.
+    #[arg(long = "context", value_name = "NAME=VALUE", value_parser = parse_context)]
+    pub context: Vec<(String, String)>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -204,7 +215,9 @@ pub fn check(a: &CheckArgs) -> Result<(String, bool), ClientError> {
         tenant: a.tenant.clone(),
         certificate_serial: String::new(),
     };
-    let d = engine.decide(&principal, &a.action, &resource).map_err(ClientError::Usage)?;
+    let context: Vec<(&str, ContextValue)> =
+        a.context.iter().map(|(k, v)| (k.as_str(), ContextValue::parse(v))).collect();
+    let d = engine.decide(&principal, &a.action, &resource, &context).map_err(ClientError::Usage)?;
     let out = if a.json {
         format!(
             "{}\n",

@@ -103,7 +103,18 @@ impl Core {
     /// Asks the policy engine; a denial is audited before it is returned.
     /// If the denial cannot be audited the call is still refused.
     pub async fn authorize<A: Action>(&self, principal: &Principal, resource: &Resource) -> Result<Authorized<A>> {
-        match self.policy.authorize::<A>(principal, resource) {
+        self.authorize_in::<A>(principal, resource, &[]).await
+    }
+
+    /// As [`Core::authorize`], with context attributes beyond the time
+    /// (those the action's context type declares).
+    pub async fn authorize_in<A: Action>(
+        &self,
+        principal: &Principal,
+        resource: &Resource,
+        extra: &[(&str, authz::ContextValue)],
+    ) -> Result<Authorized<A>> {
+        match self.policy.authorize_in::<A>(principal, resource, extra) {
             Ok(proof) => Ok(proof),
             Err(denied) => {
                 let event = AuditEvent {

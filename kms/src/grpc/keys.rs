@@ -12,7 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Shared;
-use crate::authz::{self, Authorized, Resource};
+use crate::authz::{self, Authorized, ContextValue, Resource};
 use crate::card::CardInput;
 use crate::core::Core;
 use crate::core::batch::{Batch, ItemResult};
@@ -412,8 +412,22 @@ impl KeyService for KeyApi {
             .handle("KeyService/DeriveCardKeys", request, |core, principal, req| async move {
                 let dreq = derive_request(req.profile, req.transport_key, req.master_key_versions)?;
                 let input = card_input(req.card)?;
+                let card_id = [&input.asn, &input.kdd, &input.pan, &input.uid]
+                    .into_iter()
+                    .find(|s| !s.is_empty())
+                    .map(|s| s.trim().to_ascii_uppercase())
+                    .unwrap_or_default();
+                let context = [
+                    ("batch", ContextValue::Bool(false)),
+                    ("transport_key", ContextValue::Str(dreq.transport.name.as_str().to_owned())),
+                    ("card_id", ContextValue::Str(card_id)),
+                ];
                 let proof = core
-                    .authorize::<authz::DeriveCardKeys>(&principal, &Resource::CardProfile(dreq.profile.clone()))
+                    .authorize_in::<authz::DeriveCardKeys>(
+                        &principal,
+                        &Resource::CardProfile(dreq.profile.clone()),
+                        &context,
+                    )
                     .await?;
                 let (plan, keys) = core.derive_card_keys(&proof, dreq, input).await?;
                 Ok(derived_to_pb(&keys, &plan.transport))
@@ -436,8 +450,16 @@ impl KeyService for KeyApi {
                     _ => return Err(invalid("header", "the first message of a batch must be its header")),
                 };
                 let dreq = derive_request(header.profile, header.transport_key, header.master_key_versions)?;
+                let context = [
+                    ("batch", ContextValue::Bool(true)),
+                    ("transport_key", ContextValue::Str(dreq.transport.name.as_str().to_owned())),
+                ];
                 let proof = core
-                    .authorize::<authz::DeriveCardKeys>(&principal, &Resource::CardProfile(dreq.profile.clone()))
+                    .authorize_in::<authz::DeriveCardKeys>(
+                        &principal,
+                        &Resource::CardProfile(dreq.profile.clone()),
+                        &context,
+                    )
                     .await?;
                 let batch = core.open_batch(&proof, header.batch_id, dreq).await?;
                 let chunk = core.derive_limits.batch_chunk;
