@@ -540,7 +540,7 @@ fn sigint_between_hsm_operations_closes_the_transcript() {
         steps.push_str(&format!("[[step]]\ntype = \"generate-key\"\nkey = \"k{i}\"\n\n"));
     }
     r.write("slow.toml", &format!("{head}{keys}{steps}"));
-    let mut child = std::process::Command::new(kms_tests::ceremony::ceremony_bin())
+    let child = std::process::Command::new(kms_tests::ceremony::ceremony_bin())
         .args(["run", "slow.toml", "--batch", "--present", "alice,bob", "--transcript", "slow.jsonl"])
         .arg("--secrets-dir")
         .arg(&r.secrets)
