@@ -29,7 +29,7 @@ async fn status_and_capabilities_over_mtls() {
     assert_eq!(module.state, "up");
     assert_eq!(module.sessions_max, 2);
     let db = status.database.unwrap();
-    assert_eq!((db.backend.as_str(), db.reachable, db.schema_version), ("sqlite", true, 3));
+    assert_eq!((db.backend.as_str(), db.reachable, db.schema_version), ("sqlite", true, 4));
 
     let caps = admin.get_capabilities(pb::GetCapabilitiesRequest {}).await.unwrap().into_inner();
     let row = |n: &str| caps.capabilities.iter().find(|c| c.name == n).unwrap().clone();

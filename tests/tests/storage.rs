@@ -9,7 +9,7 @@ use kms::store::Store;
 use kms_tests::{ALL_DBS, DbKind, TestDb};
 
 /// The newest migration in kms/migrations.
-const LATEST_SCHEMA: i64 = 3;
+const LATEST_SCHEMA: i64 = 4;
 
 async fn store(kind: DbKind, dir: &std::path::Path) -> (TestDb, Store) {
     let db = TestDb::new(kind, dir).await;
