@@ -7,7 +7,15 @@
 //! the call fails (invariant 3).
 //!
 //! [`verify_chain`] walks the log and reports the first record that was
-//! edited, removed or reordered.
+//! edited, removed or reordered. Because the hashes carry no key, someone
+//! who can write to the database can also rewrite the log consistently
+//! from some record on, or cut off its tail: [`checkpoint`] adds the head
+//! signed by a key in the HSM, and [`verify::verify`] checks the chain
+//! against those signatures. [`query`] reads the log for auditors.
+
+pub mod checkpoint;
+pub mod query;
+pub mod verify;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -43,6 +51,14 @@ impl Outcome {
             Outcome::Unauthenticated => "unauthenticated",
             Outcome::Failed => "failed",
         }
+    }
+
+    /// Every outcome, in the order of [`Outcome::as_str`]'s match.
+    pub const ALL: [Outcome; 4] = [Outcome::Success, Outcome::Denied, Outcome::Unauthenticated, Outcome::Failed];
+
+    /// The outcome with stored name `s`.
+    pub fn parse(s: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|o| o.as_str() == s)
     }
 }
 
@@ -121,7 +137,8 @@ impl AuditRecord {
     }
 }
 
-fn now_ms() -> i64 {
+/// Milliseconds since the Unix epoch, by this machine's clock.
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
@@ -178,11 +195,22 @@ pub async fn record(store: &Store, event: &AuditEvent) -> Result<AuditRecord, St
     Ok(r)
 }
 
+/// The chain head as the head row holds it: the newest record's sequence
+/// number and hash (0 and [`GENESIS_HASH`] before the first record).
+pub async fn head(store: &Store) -> Result<(i64, String), StoreError> {
+    let row = sqlx::query("SELECT seq, head_hash FROM audit_head WHERE id = 1").fetch_one(store.pool()).await?;
+    Ok((row.try_get("seq")?, row.try_get("head_hash")?))
+}
+
 /// Number of records.
 pub async fn count(store: &Store) -> Result<i64, StoreError> {
     let row = sqlx::query("SELECT COUNT(*) AS n FROM audit_log").fetch_one(store.pool()).await?;
     Ok(row.try_get::<i64, _>("n")?)
 }
+
+/// The columns of a record, in the order [`row_to_record`] reads them.
+const RECORD_COLUMNS: &str =
+    "seq, ts_ms, principal, role, tenant, action, resource, outcome, reason, details, prev_hash, hash";
 
 fn row_to_record(row: &sqlx::any::AnyRow) -> Result<AuditRecord, StoreError> {
     Ok(AuditRecord {

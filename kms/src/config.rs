@@ -74,6 +74,9 @@ pub struct Config {
     /// Derivation limits.
     #[serde(default)]
     pub derive: DeriveConfig,
+    /// The audit log's signed checkpoints.
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// The certificate authority.
     #[serde(default)]
     pub ca: CaConfig,
@@ -437,6 +440,27 @@ pub enum LogFormat {
     Json,
 }
 
+/// The audit log: how often its head is signed, and with which token key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// How often each replica signs a checkpoint of the chain head (only
+    /// when the head moved since the newest checkpoint), in seconds. 0
+    /// turns checkpoints off; a truncated tail is then no longer
+    /// detectable.
+    pub checkpoint_interval_secs: u64,
+    /// `CKA_LABEL` of the EC P-256 key pair in the token that signs
+    /// checkpoints; generated (sensitive, not extractable, sign only) on
+    /// first use when the token has none.
+    pub checkpoint_key_label: String,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig { checkpoint_interval_secs: 300, checkpoint_key_label: "kms/audit-checkpoint".into() }
+    }
+}
+
 /// Settings the environment or flags may override. `None` leaves the
 /// file's value.
 #[derive(Debug, Clone, Default)]
@@ -545,6 +569,14 @@ impl Config {
                 reason: format!("{url:?} must be an http:// or https:// URL"),
             });
         }
+        range("audit.checkpoint_interval_secs", self.audit.checkpoint_interval_secs, 0, 86_400)?;
+        let label = &self.audit.checkpoint_key_label;
+        if label.is_empty() || label.len() > 128 || label.chars().any(char::is_control) {
+            return Err(ConfigError::Invalid {
+                field: "audit.checkpoint_key_label",
+                reason: format!("{label:?} must be 1-128 bytes without control characters"),
+            });
+        }
         range("database.max_connections", u64::from(self.database.max_connections), 1, 1000)?;
         range("database.connect_timeout_secs", self.database.connect_timeout_secs, 1, 300)?;
         if self.hsm.token_label.is_empty() || self.hsm.token_label.len() > 32 {
@@ -648,6 +680,26 @@ mod tests {
         assert_eq!(c.server.listen.ip().to_string(), "127.0.0.1");
         assert!(!c.logging.client_error_detail);
         assert_eq!(c.hsm.pool_size, 4);
+        assert_eq!(c.audit.checkpoint_interval_secs, 300);
+        assert_eq!(c.audit.checkpoint_key_label, "kms/audit-checkpoint");
+        Ok(())
+    }
+
+    #[test]
+    fn audit_checkpoint_settings_are_checked() -> Result<(), ConfigError> {
+        let mut c = minimal()?;
+        c.audit.checkpoint_interval_secs = 0;
+        c.validate()?;
+        c.audit.checkpoint_interval_secs = 86_401;
+        let err = c.validate().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("audit.checkpoint_interval_secs"), "{err}");
+        c.audit.checkpoint_interval_secs = 60;
+        c.audit.checkpoint_key_label = String::new();
+        let err = c.validate().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("audit.checkpoint_key_label"), "{err}");
+        let text = format!("{MINIMAL}\n[audit]\ncheckpoint_interval_secs = 5\nsurprise = 1\n");
+        let err = Config::parse(&text, Path::new("x.toml")).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("surprise"), "{err}");
         Ok(())
     }
 
@@ -716,6 +768,7 @@ mod sample {
         let config = Config::parse(&text, &path)?;
         config.validate()?;
         assert_eq!(config.hsm.token_label, "city-3301");
+        assert_eq!(config.audit.checkpoint_interval_secs, 300);
         Ok(())
     }
 }

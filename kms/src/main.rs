@@ -86,6 +86,18 @@ enum Command {
     Whoami(ClientArgs),
     /// Show the module's capability table.
     Capabilities(ClientArgs),
+    /// Read, export and verify the hash-chained audit log, and save its
+    /// signed checkpoints.
+    ///
+    /// Every security-relevant call is a record chained to the previous one
+    /// by SHA-256; the service periodically signs the chain head with a key
+    /// in the HSM (a checkpoint). Needs an auditor or security_officer
+    /// certificate.
+    #[command(after_long_help = cli::audit::help::AUDIT)]
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Manage the key catalogue: create, import, adopt, get, list, rotate,
     /// set-state, destroy; list card profiles.
     ///
@@ -298,6 +310,80 @@ impl KeysCommand {
             KeysCommand::Destroy { client, args } => (client, K::Destroy(args)),
             KeysCommand::Profiles { client } => (client, K::Profiles),
         }
+    }
+}
+
+/// `kms audit ...`.
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Print records matching filters, in sequence order, following the
+    /// pages to the end (--json: one JSON object per record, the stored
+    /// fields).
+    Query {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        args: cli::audit::QueryArgs,
+    },
+    /// Walk the whole chain and every signed checkpoint; exit 3 and print
+    /// the first fault and its position when the log was edited, records
+    /// were removed or reordered, or its tail was cut off.
+    #[command(after_long_help = cli::audit::help::VERIFY)]
+    Verify {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        args: cli::audit::VerifyArgs,
+    },
+    /// Write the records of a range as JSON lines (for a SIEM), streaming.
+    ///
+    /// Each line holds a record's stored fields (seq, ts_ms, principal,
+    /// role, tenant, action, resource, outcome, reason, details as JSON
+    /// text, prev_hash, hash), so the chain can be re-checked outside the
+    /// service. An open range ends at the last record when the export
+    /// starts. The export itself is recorded in the log.
+    Export {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        args: cli::audit::ExportArgs,
+    },
+    /// Save the newest signed checkpoint (JSON) after the service verified
+    /// the whole log; keep it where the database's administrators cannot
+    /// change it, and give it to `verify --checkpoint` later.
+    Checkpoint {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        args: cli::audit::CheckpointArgs,
+    },
+}
+
+impl AuditCommand {
+    fn split(self) -> (ClientArgs, cli::audit::AuditCommand) {
+        use cli::audit::AuditCommand as A;
+        match self {
+            AuditCommand::Query { client, args } => (client, A::Query(args)),
+            AuditCommand::Verify { client, args } => (client, A::Verify(args)),
+            AuditCommand::Export { client, args } => (client, A::Export(args)),
+            AuditCommand::Checkpoint { client, args } => (client, A::Checkpoint(args)),
+        }
+    }
+}
+
+fn audit(command: AuditCommand) -> ExitCode {
+    let (args, command) = command.split();
+    let opts = match args.options() {
+        Ok(o) => o,
+        Err(e) => return fail_with(&e),
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return fail(e),
+    };
+    match rt.block_on(cli::audit::run(&opts, args.json, command)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => fail_with(&e),
     }
 }
 
@@ -700,6 +786,7 @@ fn main() -> ExitCode {
         Command::Status(args) => client(args, |o, j| Box::pin(async move { cli::status(&o, j).await })),
         Command::Whoami(args) => client(args, |o, j| Box::pin(async move { cli::whoami(&o, j).await })),
         Command::Capabilities(args) => client(args, |o, j| Box::pin(async move { cli::capabilities(&o, j).await })),
+        Command::Audit { command } => audit(command),
         Command::Keys { command } => keys(command),
         Command::Certs { command } => certs(command),
         Command::Derive { client, args } => derive(&client, args),

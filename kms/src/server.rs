@@ -258,7 +258,8 @@ pub async fn build_core(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<Co
         policies = policy.policy_count(),
         "core ready"
     );
-    Ok(Arc::new(Core::new(hsm, store, policy, profiles, config.derive.clone(), ca, config.plans.clone())))
+    let core = Core::new(hsm, store, policy, profiles, config.derive.clone(), ca, config.plans.clone());
+    Ok(Arc::new(core.with_audit_config(config.audit.clone())))
 }
 
 fn log_capabilities(hsm: &Hsm) {
@@ -347,6 +348,14 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     tokio::spawn(watch_hsm_health(core.clone(), health_reporter.clone(), shutdown.clone()));
     tokio::spawn(reload_on_sighup(core.clone(), config.clone(), shutdown.clone()));
     tokio::spawn(refresh_crls(core.clone(), Duration::from_secs(config.ca.crl_check_secs), shutdown.clone()));
+    if config.audit.checkpoint_interval_secs > 0 {
+        let every = Duration::from_secs(config.audit.checkpoint_interval_secs);
+        tokio::spawn(checkpoint_audit(core.clone(), every, shutdown.clone()));
+    } else {
+        tracing::warn!(
+            "audit.checkpoint_interval_secs is 0: no signed checkpoints; a cut-off tail of the audit log is not detectable"
+        );
+    }
 
     let bound = BoundAddrs { grpc: grpc_addr, ops: ops_addr };
     if let Some(path) = &config.server.ready_file {
@@ -418,6 +427,32 @@ async fn refresh_crls(core: Arc<Core>, every: Duration, mut shutdown: watch::Rec
             Ok(0) => {}
             Ok(n) => tracing::info!(crls = n, "CRLs republished"),
             Err(e) => tracing::error!(error = %e, "CRL refresh failed; retrying at the next check"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Signs a checkpoint of the audit chain's head whenever it moved, every
+/// `every`. A chain that does not hold since the previous checkpoint is
+/// not signed; that is logged as an error at every round until resolved.
+async fn checkpoint_audit(core: Arc<Core>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    use crate::core::audit_log::CheckpointRun;
+    loop {
+        match core.checkpoint_audit().await {
+            Ok(CheckpointRun::Signed(c)) => {
+                tracing::info!(seq = c.seq, head_hash = %c.head_hash, key = %c.key_fingerprint, "audit checkpoint signed")
+            }
+            Ok(CheckpointRun::EmptyLog | CheckpointRun::Unchanged) => {}
+            Ok(CheckpointRun::Refused(f)) => tracing::error!(
+                fault = f.kind(),
+                position = f.position(),
+                detail = %f,
+                "audit chain does not hold since the newest checkpoint; no checkpoint signed"
+            ),
+            Err(e) => tracing::error!(error = %e, "audit checkpoint failed; retrying at the next round"),
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}

@@ -119,7 +119,7 @@ async fn call(rpc: &str, channel: Channel, serial: &str) -> Result<(), Status> {
             .await
             .map(drop),
         "admin.QueryAudit" => admin.query_audit(pb::QueryAuditRequest::default()).await.map(drop),
-        "admin.VerifyAudit" => admin.verify_audit(pb::VerifyAuditRequest {}).await.map(drop),
+        "admin.VerifyAudit" => admin.verify_audit(pb::VerifyAuditRequest::default()).await.map(drop),
         "admin.ExportAudit" => {
             let mut stream = admin.export_audit(pb::ExportAuditRequest::default()).await?.into_inner();
             stream.message().await.map(drop)

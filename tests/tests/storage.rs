@@ -326,3 +326,215 @@ async fn ca_records_on_both_databases() {
         assert!(certs::has_escrow(&store, "0A02").await.unwrap());
     }
 }
+
+/// Checkpoints signed with a key made here (the service signs in the HSM;
+/// the verification is the same), on both databases.
+mod checkpoints {
+    use kms::audit::checkpoint::{self, ALGORITHM, Checkpoint, FILE_FORMAT, TrustedKey};
+    use kms::audit::verify::{self, AuditFault, Segment};
+    use ring::rand::SystemRandom;
+    use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+
+    use super::*;
+
+    struct Signer {
+        pair: EcdsaKeyPair,
+        spki: Vec<u8>,
+        key: TrustedKey,
+    }
+
+    fn signer() -> Signer {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+        let mut spki = hex::decode("3059301306072a8648ce3d020106082a8648ce3d030107034200").unwrap();
+        spki.extend_from_slice(pair.public_key().as_ref());
+        let key = TrustedKey::from_spki(&spki).unwrap();
+        Signer { pair, spki, key }
+    }
+
+    impl Signer {
+        fn sign(&self, seq: i64, hash: &str) -> Checkpoint {
+            let sig = self.pair.sign(&SystemRandom::new(), &checkpoint::statement(seq, hash, 1000 + seq)).unwrap();
+            Checkpoint {
+                format: FILE_FORMAT.into(),
+                seq,
+                head_hash: hash.into(),
+                time_ms: 1000 + seq,
+                algorithm: ALGORITHM.into(),
+                key_label: "kms/audit-checkpoint".into(),
+                key_fingerprint: checkpoint::fingerprint(&self.spki),
+                public_key: hex::encode(&self.spki),
+                signature: hex::encode(sig.as_ref()),
+            }
+        }
+    }
+
+    /// Ten records with checkpoints at 4 and 10.
+    async fn checkpointed(kind: DbKind, dir: &std::path::Path, s: &Signer) -> (TestDb, Store, Vec<audit::AuditRecord>) {
+        let (db, store) = filled(kind, dir, 10).await;
+        let records = audit::read_range(&store, 1, 10).await.unwrap();
+        for seq in [4, 10] {
+            assert!(checkpoint::insert(&store, &s.sign(seq, &records[seq as usize - 1].hash)).await.unwrap());
+        }
+        // The same head signed again (another replica) is stored once.
+        assert!(!checkpoint::insert(&store, &s.sign(10, &records[9].hash)).await.unwrap());
+        (db, store, records)
+    }
+
+    #[tokio::test]
+    async fn checkpoints_pin_the_chain_and_its_tail() {
+        let s = signer();
+        for kind in ALL_DBS {
+            let dir = tempfile::tempdir().unwrap();
+            let (_db, store, records) = checkpointed(kind, dir.path(), &s).await;
+            let v = verify::verify(&store, Some(&s.key), None).await.unwrap();
+            assert_eq!((v.records, v.checkpoints, v.fault.clone()), (10, 2, None), "{kind:?}");
+            assert_eq!(v.newest_checkpoint.map(|c| c.seq), Some(10));
+            // Without the trusted key, or with another one, nothing vouches for them.
+            let v = verify::verify(&store, None, None).await.unwrap();
+            assert!(matches!(v.fault, Some(AuditFault::CheckpointKey { seq: 4, .. })), "{:?}", v.fault);
+            let v = verify::verify(&store, Some(&signer().key), None).await.unwrap();
+            assert!(matches!(v.fault, Some(AuditFault::CheckpointKey { seq: 4, .. })), "{:?}", v.fault);
+            // The segment after the first checkpoint links up to the head.
+            let seg = verify::segment(&store, 5, &records[3].hash, 10).await.unwrap();
+            assert_eq!(seg, Segment::Intact(records[9].hash.clone()));
+
+            // Rewritten from record 6 with recomputed hashes, head included.
+            let mut prev = records[4].hash.clone();
+            for r in records.iter().skip(5) {
+                let mut r = r.clone();
+                r.reason = "rewritten".into();
+                r.prev_hash = prev.clone();
+                r.hash = r.compute_hash();
+                prev = r.hash.clone();
+                sqlx::query("UPDATE audit_log SET reason = $1, prev_hash = $2, hash = $3 WHERE seq = $4")
+                    .bind(&r.reason)
+                    .bind(&r.prev_hash)
+                    .bind(&r.hash)
+                    .bind(r.seq)
+                    .execute(store.pool())
+                    .await
+                    .unwrap();
+            }
+            sqlx::query("UPDATE audit_head SET head_hash = $1 WHERE id = 1")
+                .bind(&prev)
+                .execute(store.pool())
+                .await
+                .unwrap();
+            assert_eq!(audit::verify_chain(&store).await.unwrap().fault, None, "the chain alone cannot tell");
+            let v = verify::verify(&store, Some(&s.key), None).await.unwrap();
+            assert_eq!(
+                v.fault,
+                Some(AuditFault::CheckpointMismatch { seq: 10, since: 4, external: false }),
+                "{kind:?}"
+            );
+            assert_eq!(v.fault.map(|f| f.position()), Some(10));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cut_tail_is_found_through_the_database_or_a_kept_checkpoint() {
+        let s = signer();
+        for kind in ALL_DBS {
+            let dir = tempfile::tempdir().unwrap();
+            let (_db, store, records) = checkpointed(kind, dir.path(), &s).await;
+            let kept = s.sign(10, &records[9].hash);
+            exec(&store, "DELETE FROM audit_log WHERE seq > 7").await;
+            sqlx::query("UPDATE audit_head SET seq = 7, head_hash = $1 WHERE id = 1")
+                .bind(&records[6].hash)
+                .execute(store.pool())
+                .await
+                .unwrap();
+            assert_eq!(audit::verify_chain(&store).await.unwrap().fault, None, "the chain alone cannot tell");
+            let v = verify::verify(&store, Some(&s.key), None).await.unwrap();
+            let cut = AuditFault::Truncated { last_seq: 7, checkpoint_seq: 10, external: false };
+            assert_eq!(v.fault, Some(cut), "{kind:?}");
+            assert_eq!(v.fault.map(|f| f.position()), Some(8));
+
+            exec(&store, "DELETE FROM audit_checkpoints").await;
+            let v = verify::verify(&store, Some(&s.key), None).await.unwrap();
+            assert_eq!(v.fault, None, "{kind:?}: the database alone no longer shows it");
+            let v = verify::verify(&store, Some(&s.key), Some(&kept)).await.unwrap();
+            let cut = AuditFault::Truncated { last_seq: 7, checkpoint_seq: 10, external: true };
+            assert_eq!((v.fault, v.external_ok), (Some(cut), Some(false)), "{kind:?}");
+            // A kept checkpoint inside the log that still matches holds.
+            let inside = s.sign(5, &records[4].hash);
+            let v = verify::verify(&store, Some(&s.key), Some(&inside)).await.unwrap();
+            assert_eq!((v.fault, v.external_ok), (None, Some(true)), "{kind:?}");
+
+            // A forged checkpoint beyond the head.
+            let mut forged = s.sign(50, &records[0].hash);
+            forged.time_ms += 1;
+            assert!(checkpoint::insert(&store, &forged).await.unwrap());
+            let v = verify::verify(&store, Some(&s.key), None).await.unwrap();
+            assert_eq!(v.fault, Some(AuditFault::CheckpointSignature { seq: 50, external: false }), "{kind:?}");
+        }
+    }
+}
+
+/// Verification and export across page boundaries (1000 records a page
+/// for verification, 500 for export), on both databases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_logs_verify_and_export_across_pages() {
+    use kms::audit::checkpoint::{self, ALGORITHM, Checkpoint, FILE_FORMAT, TrustedKey};
+    use kms::audit::query::{self, AuditRange};
+    use kms::audit::verify::{self, AuditFault};
+    use ring::rand::SystemRandom;
+    use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+
+    let rng = SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+    let mut spki = hex::decode("3059301306072a8648ce3d020106082a8648ce3d030107034200").unwrap();
+    spki.extend_from_slice(pair.public_key().as_ref());
+    let key = TrustedKey::from_spki(&spki).unwrap();
+    let sign = |seq: i64, hash: &str| Checkpoint {
+        format: FILE_FORMAT.into(),
+        seq,
+        head_hash: hash.into(),
+        time_ms: 7,
+        algorithm: ALGORITHM.into(),
+        key_label: "kms/audit-checkpoint".into(),
+        key_fingerprint: checkpoint::fingerprint(&spki),
+        public_key: hex::encode(&spki),
+        signature: hex::encode(pair.sign(&rng, &checkpoint::statement(seq, hash, 7)).unwrap().as_ref()),
+    };
+    for kind in ALL_DBS {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, store) = store(kind, dir.path()).await;
+        let mut tx = store.begin().await.unwrap();
+        for i in 0..2500 {
+            audit::append(&mut tx, &event(i)).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+        let records = audit::read_range(&store, 1, 2500).await.unwrap();
+        for seq in [999i64, 1000, 1001, 2000, 2500] {
+            checkpoint::insert(&store, &sign(seq, &records[seq as usize - 1].hash)).await.unwrap();
+        }
+        let v = verify::verify(&store, Some(&key), None).await.unwrap();
+        assert_eq!((v.records, v.checkpoints, v.fault), (2500, 5, None), "{kind:?}");
+
+        // Everything, and a range straddling export pages, in order.
+        for (range, want) in [
+            (AuditRange::default(), 1..=2500i64),
+            (AuditRange { from_seq: Some(499), to_seq: Some(1001), ..Default::default() }, 499..=1001),
+        ] {
+            let range = query::export_range(&store, range).await.unwrap();
+            let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+            tokio::spawn(query::export(store.clone(), range, tx));
+            let mut got = Vec::new();
+            while let Some(r) = rx.recv().await {
+                got.push(r.unwrap().seq);
+            }
+            assert_eq!(got, want.collect::<Vec<_>>(), "{kind:?}");
+        }
+        let beyond = query::export_range(&store, AuditRange { from_seq: Some(2501), ..Default::default() }).await;
+        assert!(matches!(beyond, Err(kms::error::Error::NotFound { .. })), "{kind:?}");
+
+        // An edit in the second page is found there, before any checkpoint after it.
+        exec(&store, "UPDATE audit_log SET reason = 'x' WHERE seq = 1500").await;
+        let v = verify::verify(&store, Some(&key), None).await.unwrap();
+        assert_eq!((v.records, v.fault), (1499, Some(AuditFault::Edited { seq: 1500 })), "{kind:?}");
+    }
+}

@@ -1,9 +1,11 @@
 //! The operator's client side of `kms`: connecting over mTLS, the
 //! commands that print the service's state (`kms status`, `kms whoami`,
 //! `kms capabilities`), the key catalogue ([`keys`]: `kms keys ...`),
-//! card-key derivation ([`derive`]: `kms derive`) and the certificate
-//! authority ([`certs`]: `kms certs ...`).
+//! card-key derivation ([`derive`]: `kms derive`), the certificate
+//! authority ([`certs`]: `kms certs ...`) and the audit log ([`audit`]:
+//! `kms audit ...`).
 
+pub mod audit;
 pub mod certs;
 pub mod derive;
 pub mod keys;
@@ -72,6 +74,15 @@ pub enum ClientError {
     /// The operator did not confirm a destructive command.
     #[error("not confirmed; nothing was done")]
     NotConfirmed,
+    /// A file's content is not what it must be (for example an audit
+    /// checkpoint file whose signature does not verify).
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
     /// The server's answers do not fit the request (for example a batch
     /// result out of order, or fewer results than cards sent).
     #[error("unexpected answer from {rpc}: {message}")]
@@ -97,6 +108,7 @@ impl ClientError {
             | ClientError::Input { .. }
             | ClientError::Write { .. }
             | ClientError::NotConfirmed
+            | ClientError::File { .. }
             | ClientError::Protocol { .. } => 1,
         }
     }

@@ -8,13 +8,14 @@ use serde_json::json;
 
 use crate::audit::{self, AuditEvent, Outcome};
 use crate::authz::{self, Action, Authorized, PolicyEngine, Resource};
-use crate::config::DeriveConfig;
+use crate::config::{AuditConfig, DeriveConfig};
 use crate::error::{Error, Result};
 use crate::hsm::{Capabilities, Hsm, HsmError, ModuleInfo, PoolStatus};
 use crate::identity::{IdentityError, Principal};
 use crate::profiles::CardProfiles;
 use crate::store::{Backend, Store};
 
+pub mod audit_log;
 pub mod batch;
 pub mod certs;
 pub mod derive;
@@ -32,6 +33,8 @@ pub struct Core {
     profiles: std::sync::RwLock<Arc<CardProfiles>>,
     /// Derivation limits.
     pub derive_limits: DeriveConfig,
+    /// The audit log's checkpoints.
+    pub audit_config: AuditConfig,
     /// The certificate authority's configuration and profiles.
     pub ca: certs::CaState,
     /// Production plans.
@@ -78,11 +81,18 @@ impl Core {
             store,
             policy,
             profiles: std::sync::RwLock::new(Arc::new(profiles)),
+            audit_config: AuditConfig::default(),
             derive_limits,
             ca,
             plans,
             started: Instant::now(),
         }
+    }
+
+    /// Sets the audit log's configuration (checkpoint key label).
+    pub fn with_audit_config(mut self, audit_config: AuditConfig) -> Core {
+        self.audit_config = audit_config;
+        self
     }
 
     /// The card profiles in force.

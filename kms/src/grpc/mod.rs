@@ -7,7 +7,7 @@
 //! and metrics around all of them.
 
 mod admin;
-mod admin_audit;
+pub mod admin_audit;
 mod admin_plans;
 mod certs;
 mod keys;
