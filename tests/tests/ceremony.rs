@@ -568,3 +568,52 @@ fn sigint_between_hsm_operations_closes_the_transcript() {
     let v = r.verify("slow.jsonl");
     assert_eq!(v.code, 0, "{}", v.text);
 }
+
+/// A key delivered wrapped under a transport key in the token: imported
+/// when its KCV is the published one, refused (and not kept) otherwise.
+#[test]
+fn import_wrapped_checks_the_published_kcv() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = Rehearsal::new(Module::from_env(), tmp.path());
+    let head = r.head("wrapped-delivery", TOKEN);
+    let kek = "[[key]]\nname = \"kek\"\nlabel = \"city/3301/kek/import\"\nalgorithm = \"AES128\"\npurpose = \"transport_import\"\n\n";
+    r.write(
+        "kek.toml",
+        &format!(
+            "{head}{kek}[[step]]\ntype = \"token-init\"\n\n\
+[[step]]\ntype = \"generate-key\"\nkey = \"kek\"\ncomponents = 2\ncustodians = [\"alice\", \"bob\"]\n"
+        ),
+    );
+    let out = r.run("kek.toml", "alice,bob");
+    assert_eq!(out.code, 0, "{}", out.text);
+    // The transport key's value, as its custodians hold it.
+    let mut kek_value = [0u8; 16];
+    for name in ["alice", "bob"] {
+        let text = std::fs::read_to_string(r.deliver.join(format!("component-kek-{name}"))).unwrap();
+        let value: String = text.lines().filter(|l| !l.starts_with('#')).collect::<String>().replace(' ', "");
+        for (k, b) in kek_value.iter_mut().zip(hex::decode(value).unwrap()) {
+            *k ^= b;
+        }
+    }
+    // VECTORS.md: the PBOC test master key, KCV 08D7B4; wrapped with RFC 3394
+    // by an independent implementation (RustCrypto aes-kw).
+    let mk = hex::decode("0123456789ABCDEFFEDCBA9876543210").unwrap();
+    let wrapped = aes_kw::KekAes128::from(kek_value).wrap_vec(&mk).unwrap();
+    r.write("dpk.wrapped", &hex::encode_upper(&wrapped));
+    let import = |label: &str, kcv: &str| {
+        format!(
+            "{head}{kek}[[key]]\nname = \"dpk\"\nlabel = {label:?}\nalgorithm = \"DES2\"\npurpose = \"derivation_master\"\nkcv = {kcv:?}\n\n\
+[[step]]\ntype = \"import-wrapped\"\nkey = \"dpk\"\ntransport = \"kek\"\nwrapped_file = \"dpk.wrapped\"\n"
+        )
+    };
+    r.write("wrong.toml", &import("city/3301/mohurd/dpk", "123456"));
+    let out = r.run("wrong.toml", "alice,bob");
+    assert_eq!(out.code, 2, "{}", out.text);
+    assert!(out.text.contains("not the published 123456: the key was not kept"), "{}", out.text);
+    r.write("right.toml", &import("city/3301/mohurd/dpk", "08D7B4"));
+    let out = r.run("right.toml", "alice,bob");
+    assert_eq!(out.code, 0, "the label stayed free: {}", out.text);
+    let details = r.details("right.toml", "import-wrapped", "dpk");
+    assert_eq!(details["kcv"]["value"], "08D7B4");
+    assert_eq!(details["format"], "CKM_AES_KEY_WRAP");
+}
