@@ -373,18 +373,8 @@ impl AuditCommand {
 
 fn audit(command: AuditCommand) -> ExitCode {
     let (args, command) = command.split();
-    let opts = match args.options() {
-        Ok(o) => o,
-        Err(e) => return fail_with(&e),
-    };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => return fail(e),
-    };
-    match rt.block_on(cli::audit::run(&opts, args.json, command)) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => fail_with(&e),
-    }
+    with_client(&args, move |o, j| Box::pin(async move { cli::audit::run(&o, j, command).await }))
+        .map_or_else(|code| code, ExitCode::from)
 }
 
 /// `kms certs ...`.
@@ -797,7 +787,7 @@ fn main() -> ExitCode {
                 PlansCommand::List { client, args } => (client, cli::plans::PlansCall::List(args)),
                 PlansCommand::Revoke { client, id, reason } => (client, cli::plans::PlansCall::Revoke(id, reason)),
             };
-            client_call(args, move |o, j| Box::pin(async move { cli::plans::run(&o, j, call).await }))
+            client(args, move |o, j| Box::pin(async move { cli::plans::run(&o, j, call).await }))
         }
         Command::Policy { command: PolicyCommand::Check(args) } => match cli::plans::check(&args) {
             Ok((out, allowed)) => {
@@ -807,29 +797,8 @@ fn main() -> ExitCode {
             Err(e) => fail_with(&e),
         },
         Command::Policy { command: PolicyCommand::Reload(args) } => {
-            client_call(args, |o, j| Box::pin(async move { cli::plans::reload(&o, j).await }))
+            client(args, |o, j| Box::pin(async move { cli::plans::reload(&o, j).await }))
         }
-    }
-}
-
-type ClientCallFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, cli::ClientError>>>>;
-
-/// Runs one client command with typed errors (their exit codes).
-fn client_call(args: ClientArgs, f: impl FnOnce(ClientOptions, bool) -> ClientCallFuture) -> ExitCode {
-    let opts = match args.options() {
-        Ok(o) => o,
-        Err(e) => return fail_with(&e),
-    };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => return fail(e),
-    };
-    match rt.block_on(f(opts, args.json)) {
-        Ok(out) => {
-            print!("{out}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail_with(&e),
     }
 }
 
@@ -841,21 +810,8 @@ fn fail_with(e: &cli::ClientError) -> ExitCode {
 
 fn keys(command: KeysCommand) -> ExitCode {
     let (args, command) = command.split();
-    let opts = match args.options() {
-        Ok(o) => o,
-        Err(e) => return fail_with(&e),
-    };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => return fail(e),
-    };
-    match rt.block_on(cli::keys::run(&opts, args.json, command)) {
-        Ok(out) => {
-            print!("{out}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail_with(&e),
-    }
+    with_client(&args, move |o, j| Box::pin(async move { cli::keys::run(&o, j, command).await }))
+        .map_or_else(|code| code, print_output)
 }
 
 fn certs(command: CertsCommand) -> ExitCode {
@@ -917,27 +873,27 @@ fn derive(client: &DeriveClientArgs, args: cli::derive::DeriveArgs) -> ExitCode 
     }
 }
 
-type ClientFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, cli::ClientError>>>>;
+type CliFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, cli::ClientError>>>>;
 
-fn client(args: ClientArgs, f: impl FnOnce(ClientOptions, bool) -> ClientFuture) -> ExitCode {
-    let opts = match args.options() {
-        Ok(o) => o,
-        Err(e) => return fail(e),
-    };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => return fail(e),
-    };
-    match rt.block_on(f(opts, args.json)) {
-        Ok(out) => {
-            print!("{out}");
-            if !out.ends_with('\n') {
-                println!();
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(e),
+/// Connects with `args` and runs `f` on a runtime. A failure is printed
+/// (`kms: ...`) and becomes the error's exit code.
+fn with_client<T>(args: &ClientArgs, f: impl FnOnce(ClientOptions, bool) -> CliFuture<T>) -> Result<T, ExitCode> {
+    let opts = args.options().map_err(|e| fail_with(&e))?;
+    let rt = runtime().map_err(fail)?;
+    rt.block_on(f(opts, args.json)).map_err(|e| fail_with(&e))
+}
+
+/// Prints a command's output, ending with a newline.
+fn print_output(out: String) -> ExitCode {
+    print!("{out}");
+    if !out.is_empty() && !out.ends_with('\n') {
+        println!();
     }
+    ExitCode::SUCCESS
+}
+
+fn client(args: ClientArgs, f: impl FnOnce(ClientOptions, bool) -> CliFuture<String>) -> ExitCode {
+    with_client(&args, f).map_or_else(|code| code, print_output)
 }
 
 fn serve(config: Config, banner: Option<String>) -> ExitCode {
