@@ -292,28 +292,12 @@ pub async fn verify_chain(store: &Store) -> Result<ChainReport, StoreError> {
     let mut prev_hash = GENESIS_HASH.to_owned();
     let mut checked = 0i64;
     loop {
-        let rows = sqlx::query(
-            "SELECT seq, ts_ms, principal, role, tenant, action, resource, outcome, reason, details, prev_hash, hash \
-             FROM audit_log WHERE seq >= $1 ORDER BY seq LIMIT $2",
-        )
-        .bind(expected_seq)
-        .bind(PAGE)
-        .fetch_all(store.pool())
-        .await?;
-        if rows.is_empty() {
+        let records = verify::records_from(store, expected_seq, PAGE).await?;
+        if records.is_empty() {
             break;
         }
-        for row in &rows {
-            let r = row_to_record(row)?;
-            let fault = if r.seq != expected_seq {
-                Some(ChainFault::Missing { expected: expected_seq, found: r.seq })
-            } else if r.compute_hash() != r.hash {
-                Some(ChainFault::Edited { seq: r.seq })
-            } else if r.prev_hash != prev_hash {
-                Some(ChainFault::BrokenLink { seq: r.seq })
-            } else {
-                None
-            };
+        for r in records {
+            let fault = verify::check_link(&r, expected_seq, &prev_hash);
             if fault.is_some() {
                 return Ok(ChainReport { records: checked, head_hash: prev_hash, fault });
             }

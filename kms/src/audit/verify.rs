@@ -255,7 +255,7 @@ pub(crate) fn check_link(r: &AuditRecord, expected_seq: i64, prev_hash: &str) ->
     }
 }
 
-async fn records_from(store: &Store, seq: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
+pub(crate) async fn records_from(store: &Store, seq: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
     let rows = sqlx::query(&format!("SELECT {RECORD_COLUMNS} FROM audit_log WHERE seq >= $1 ORDER BY seq LIMIT $2"))
         .bind(seq)
         .bind(limit)
