@@ -712,6 +712,19 @@ fn kcv_json(kcv: &kms::keys::Kcv) -> KcvJson {
     KcvJson { method: kcv.method.to_string(), value: kcv.value.clone() }
 }
 
+/// The transcript details of a key made from components.
+fn component_details(
+    key: &KeyPlan,
+    id: &[u8],
+    kcv: &kms::keys::Kcv,
+    components: Vec<serde_json::Value>,
+    in_hsm: bool,
+) -> serde_json::Value {
+    json!({ "key": key.name, "label": key.label, "id": hex::encode(id), "algorithm": key.algorithm.as_str(),
+        "purpose": key.purpose.as_str(), "kcv": kcv_json(kcv), "components": components,
+        "combined": if in_hsm { "in the HSM" } else { "on the host (module has no key XOR)" } })
+}
+
 fn fresh_id(session: &Session, module: &str) -> Result<Vec<u8>, CeremonyError> {
     let mut id = vec![0u8; 8];
     token::random(session, module, &mut id)?;
@@ -1024,9 +1037,7 @@ impl<'a> Runner<'a> {
         drop(parts);
         let (h, in_hsm) = self.combine(set, key, &id)?;
         let kcv = self.finish_key(h, key, None)?;
-        Ok(json!({ "key": key.name, "label": key.label, "id": hex::encode(&id), "algorithm": key.algorithm.as_str(),
-            "purpose": key.purpose.as_str(), "kcv": kcv_json(&kcv), "components": component_kcvs,
-            "combined": if in_hsm { "in the HSM" } else { "on the host (module has no key XOR)" } }))
+        Ok(component_details(key, &id, &kcv, component_kcvs, in_hsm))
     }
 
     fn import_components(
@@ -1080,9 +1091,7 @@ impl<'a> Runner<'a> {
         }
         let (h, in_hsm) = self.combine(set, key, &id)?;
         let kcv = self.finish_key(h, key, key.kcv.as_deref())?;
-        Ok(json!({ "key": key.name, "label": key.label, "id": hex::encode(&id), "algorithm": key.algorithm.as_str(),
-            "purpose": key.purpose.as_str(), "kcv": kcv_json(&kcv), "components": entered,
-            "combined": if in_hsm { "in the HSM" } else { "on the host (module has no key XOR)" } }))
+        Ok(component_details(key, &id, &kcv, entered, in_hsm))
     }
 
     fn import_wrapped(
