@@ -50,7 +50,8 @@ enum Command {
         /// Transcript to create (default: <plan>.transcript.jsonl).
         #[arg(long)]
         transcript: Option<PathBuf>,
-        /// Witnesses' summary to create (default: <transcript>.summary.txt).
+        /// Witnesses' summary to create (default: the transcript's name with
+        /// .summary.txt); a printable PDF is written beside it (.pdf).
         #[arg(long)]
         summary: Option<PathBuf>,
         /// Run without prompts.
