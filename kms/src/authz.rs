@@ -310,12 +310,23 @@ impl PolicyEngine {
         Ok(PolicyEngine { dir: dir.to_owned(), loaded: RwLock::new(Arc::new(loaded)), authorizer: Authorizer::new() })
     }
 
+    /// Reads and validates the directory again without putting the set in
+    /// force: [`PolicyEngine::install`] does, once the reload is recorded.
+    pub fn load_candidate(&self) -> Result<Candidate, PolicyError> {
+        Ok(Candidate(load_dir(&self.dir)?))
+    }
+
+    /// Puts a validated set in force.
+    pub fn install(&self, candidate: Candidate) {
+        *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(candidate.0);
+    }
+
     /// Reloads from disk; on any error the old set stays in force.
     /// Returns the number of policies and the set's digest.
     pub fn reload(&self) -> Result<(usize, String), PolicyError> {
-        let loaded = load_dir(&self.dir)?;
-        let n = (loaded.policy_count, loaded.digest.clone());
-        *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
+        let candidate = self.load_candidate()?;
+        let n = (candidate.policy_count(), candidate.digest().to_owned());
+        self.install(candidate);
         Ok(n)
     }
 
@@ -431,13 +442,32 @@ impl ContextValue {
         }
     }
 
-    /// Parses a command-line value: an integer, `true`/`false`, else a string.
+    /// Parses a command-line value: `"..."` a string, an integer,
+    /// `true`/`false`, else a string.
     pub fn parse(s: &str) -> ContextValue {
+        if let Some(inner) = s.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+            return ContextValue::Str(inner.to_owned());
+        }
         match s {
             "true" => ContextValue::Bool(true),
             "false" => ContextValue::Bool(false),
             _ => s.parse().map(ContextValue::Long).unwrap_or_else(|_| ContextValue::Str(s.to_owned())),
         }
+    }
+}
+
+/// A policy set that loaded and validated, not yet in force.
+pub struct Candidate(Loaded);
+
+impl Candidate {
+    /// Number of policies.
+    pub fn policy_count(&self) -> usize {
+        self.0.policy_count
+    }
+
+    /// SHA-256 (hex) of the schema and policy files.
+    pub fn digest(&self) -> &str {
+        &self.0.digest
     }
 }
 

@@ -56,17 +56,61 @@ fn required<'a>(field: &str, value: &'a str) -> Result<&'a str> {
 }
 
 impl Card {
-    /// The identifier production plans count this card by: the ASN, else
-    /// the KDD, else the PAN, else the UID (upper-case hex or digits).
-    pub fn plan_identifier(&self, input: &CardInput) -> String {
+    /// The identifier production plans count this card by, in the form the
+    /// keys are derived from, so that two inputs giving the same keys give
+    /// the same identifier (a range cannot be stepped around by an alias):
+    /// the rightmost 8 bytes of the ASN (16 hex digits); else the KDD bytes
+    /// the profile's methods use (`gp-emv`: bytes 4-9; `gp-visa2`: bytes
+    /// 0-1 and 4-7; `gp-kdf3` or a mix: all 10); else the rightmost 16
+    /// digits of PAN || PSN (EMV's Y before BCD); else the UID (AN10922).
+    /// `None` for a profile diversified from no card identifier (city factor
+    /// only): such cards cannot be held to a plan.
+    pub fn plan_identifier(&self, input: &CardInput, profile: &CardProfile) -> Option<String> {
         if let Some(asn) = &self.asn {
-            hex::encode_upper(asn)
-        } else if let Some(kdd) = &self.kdd {
-            hex::encode_upper(kdd)
-        } else if let Some((pan, _)) = &self.pan {
-            pan.clone()
+            return Some(hex::encode_upper(&asn[asn.len().saturating_sub(8)..]));
+        }
+        if let Some(kdd) = &self.kdd {
+            let methods: Vec<Method> = profile.roles.iter().map(|r| r.method).collect();
+            let only = |m: Method| !methods.is_empty() && methods.iter().all(|x| *x == m);
+            return Some(if only(Method::GpEmv) {
+                hex::encode_upper(&kdd[4..10])
+            } else if only(Method::GpVisa2) {
+                format!("{}{}", hex::encode_upper(&kdd[..2]), hex::encode_upper(&kdd[4..8]))
+            } else {
+                hex::encode_upper(kdd)
+            });
+        }
+        if let Some((pan, psn)) = &self.pan {
+            let x = format!("{pan}{psn}");
+            return Some(format!("{:0>16}", &x[x.len().saturating_sub(16)..]));
+        }
+        if self.an10922.is_some() {
+            let uid = input.uid.trim().to_ascii_uppercase();
+            return (!uid.is_empty()).then_some(uid);
+        }
+        None
+    }
+
+    /// The lengths (characters) [`Card::plan_identifier`] has for
+    /// `profile`, and what it is, so a plan's ranges can be checked; `None`
+    /// when the profile derives from no card identifier.
+    pub fn plan_identifier_form(profile: &CardProfile) -> Option<(&'static [usize], &'static str)> {
+        let ids = &profile.identifiers;
+        let only = |m: Method| !profile.roles.is_empty() && profile.roles.iter().all(|r| r.method == m);
+        if ids.contains(&Identifier::Asn) {
+            Some((&[16], "16 hex digits: the rightmost 8 bytes of the ASN, which the keys are derived from"))
+        } else if ids.contains(&Identifier::Kdd) {
+            if only(Method::GpEmv) || only(Method::GpVisa2) {
+                Some((&[12], "12 hex digits: the 6 KDD bytes the profile's GlobalPlatform template uses"))
+            } else {
+                Some((&[20], "20 hex digits: the 10-byte KDD"))
+            }
+        } else if ids.contains(&Identifier::Pan) {
+            Some((&[16], "16 decimal digits: the rightmost 16 digits of PAN || PSN (EMV's Y)"))
+        } else if ids.contains(&Identifier::Uid) {
+            Some((&[8, 14, 20], "8, 14 or 20 hex digits: the card UID"))
         } else {
-            input.uid.trim().to_ascii_uppercase()
+            None
         }
     }
 

@@ -469,9 +469,8 @@ async fn reload_on_sighup(core: Arc<Core>, config: Config, mut shutdown: watch::
     loop {
         tokio::select! {
             _ = hup.recv() => {
-                match core.policy.reload() {
-                    Ok((n, digest)) => tracing::info!(policies = n, digest, "policies reloaded"),
-                    Err(e) => tracing::error!(error = %e, "policy reload rejected; the previous set stays in force"),
+                if let Err(e) = core.reload_policies_on_signal().await {
+                    tracing::error!(error = %e, "policy reload rejected; the previous set stays in force");
                 }
                 match crate::profiles::CardProfiles::load(&profiles_dir) {
                     Ok(p) => { core.set_profiles(p); tracing::info!("card profiles reloaded") }

@@ -867,6 +867,12 @@ async fn production_plans_bound_derivations() {
                 "overlaps range 1",
             ),
             (plan_request("city-3301", &[], 5), "at least one range"),
+            // The keys come from the ASN's rightmost 8 bytes: a range over
+            // 10-byte ASNs would let aliases through, so it is refused.
+            (
+                plan_request("city-3301", &[("FFFF3301000000000000", "FFFF33010000000000FF")], 5),
+                "ranges over 16 hex digits: the rightmost 8 bytes of the ASN",
+            ),
             (plan_request("city-3301", &[("3301000000000000", "330100000000000F")], 0), "count"),
             (
                 pb::CreateProductionPlanRequest {
@@ -904,8 +910,13 @@ async fn production_plans_bound_derivations() {
             .await
             .unwrap();
 
-        // In range: derived and counted; out of range: refused.
+        // In range: derived and counted; out of range: refused. A 10-byte
+        // ASN counts by the 8 bytes its keys come from: FFFF + an
+        // out-of-range card is that card, refused.
         derive(&mut e.partner, "mohurd-epurse", card("3301000000000001")).await.unwrap();
+        let err = derive(&mut e.partner, "mohurd-epurse", card("33013302000000000001")).await.unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+        assert!(err.message().contains("card 3302000000000001 is outside"), "{err:?}");
         let err = derive(&mut e.partner, "mohurd-epurse", card("3301000000000010")).await.unwrap_err();
         assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
 

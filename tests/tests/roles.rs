@@ -96,7 +96,7 @@ async fn call(rpc: &str, channel: Channel, serial: &str) -> Result<(), Status> {
     let plan = || pb::CreateProductionPlanRequest {
         tenant: "city-3301".into(),
         profile: "mohurd-epurse".into(),
-        ranges: vec![pb::CardRange { first_asn: "0000".into(), last_asn: "0001".into() }],
+        ranges: vec![pb::CardRange { first_asn: "3301000000000000".into(), last_asn: "3301000000000001".into() }],
         count: 1,
         valid_from: 0,
         valid_until: time::OffsetDateTime::now_utc().unix_timestamp() + 3600,

@@ -194,10 +194,10 @@ pub struct CheckArgs {
     /// card-profile:NAME, issuer:NAME, cert-profile:NAME.
     #[arg(long)]
     pub resource: String,
-    /// A request-context attribute NAME=VALUE (an integer, true/false, or
-    /// a string); repeat. `now` and `hour_utc` default to the clock; a
-    /// derivation also has `batch`, `transport_key` and (one card)
-    /// `card_id`.
+    /// A request-context attribute NAME=VALUE (an integer, true/false, a
+    /// "quoted" string, else a string); repeat. `now` and `hour_utc`
+    /// default to the clock; a derivation also has `batch` and
+    /// `transport_key`.
     #[arg(long = "context", value_name = "NAME=VALUE", value_parser = parse_context)]
     pub context: Vec<(String, String)>,
     /// Print JSON.

@@ -199,8 +199,9 @@ impl Core {
                     Ok(card) => match &governing {
                         None => Pending::Derive(card),
                         Some(plans) => {
-                            let id = card.plan_identifier(input);
-                            match super::plans::plan_for(plans, &batch.tenant, &batch.plan.profile.name, &id) {
+                            let id = card.plan_identifier(input, &batch.plan.profile);
+                            match super::plans::plan_for(plans, &batch.tenant, &batch.plan.profile.name, id.as_deref())
+                            {
                                 Ok(plan) => {
                                     plan_of[offset] = Some(plan.clone());
                                     Pending::Derive(card)

@@ -340,8 +340,8 @@ impl Core {
             let card = Card::parse(&input, &plan.profile)?;
             let governing = match self.governing_plans(&p.tenant, &req.profile).await? {
                 Some(plans) => {
-                    let id = card.plan_identifier(&input);
-                    Some(super::plans::plan_for(&plans, &p.tenant, &req.profile, &id)?.clone())
+                    let id = card.plan_identifier(&input, &plan.profile);
+                    Some(super::plans::plan_for(&plans, &p.tenant, &req.profile, id.as_deref())?.clone())
                 }
                 None => None,
             };

@@ -82,19 +82,31 @@ impl Core {
 
     async fn create_plan_inner(&self, p: &Principal, req: NewPlan) -> Result<PlanRecord> {
         kms_ca::check_identifier("tenant", &req.tenant).map_err(|e| invalid("tenant", e.to_string()))?;
-        if self.profiles().get(&req.profile).is_none() {
+        let Some(profile) = self.profiles().get(&req.profile) else {
             return Err(invalid("profile", format!("no card profile {:?}", req.profile)));
-        }
+        };
+        let Some((lengths, form)) = crate::card::Card::plan_identifier_form(&profile) else {
+            return Err(invalid(
+                "profile",
+                format!("profile {} derives from no card identifier a plan can range over", req.profile),
+            ));
+        };
         let ranges = plans::check_ranges(&req.ranges).map_err(|e| invalid("ranges", e))?;
+        if let Some(r) = ranges.iter().find(|r| !lengths.contains(&r.first.len())) {
+            return Err(invalid("ranges", format!("{r}: a {} plan ranges over {form}", req.profile)));
+        }
         if req.count == 0 || req.count > MAX_COUNT {
             return Err(invalid("count", format!("must be 1 to {MAX_COUNT}")));
         }
         let now = now_secs();
         let valid_from = if req.valid_from == 0 { now } else { req.valid_from };
+        if valid_from < now - 86_400 || valid_from > now + MAX_VALIDITY_SECS {
+            return Err(invalid("valid_from", "must be from a day ago to 10 years ahead"));
+        }
         if req.valid_until <= valid_from || req.valid_until <= now {
             return Err(invalid("valid_until", "must be after valid_from and in the future"));
         }
-        if req.valid_until - valid_from > MAX_VALIDITY_SECS {
+        if req.valid_until.saturating_sub(valid_from) > MAX_VALIDITY_SECS {
             return Err(invalid("valid_until", "a plan lasts at most 10 years"));
         }
         if req.note.len() > MAX_NOTE {
@@ -236,9 +248,24 @@ impl Core {
     }
 
     /// `ReloadPolicies`: the new set replaces the old only if it loads and
-    /// validates whole; either way the attempt is audited.
+    /// validates whole, and only once its audit record is written; a
+    /// rejected set is audited too.
     pub async fn reload_policies(&self, proof: &Authorized<authz::ReloadPolicies>) -> Result<(usize, String)> {
-        let p = proof.principal();
+        self.reload_policies_as(proof.principal()).await
+    }
+
+    /// A reload on SIGHUP: the same, recorded as the service's own.
+    pub async fn reload_policies_on_signal(&self) -> Result<(usize, String)> {
+        let system = Principal {
+            name: "SIGHUP".into(),
+            role: "system".into(),
+            tenant: "-".into(),
+            certificate_serial: String::new(),
+        };
+        self.reload_policies_as(&system).await
+    }
+
+    async fn reload_policies_as(&self, p: &Principal) -> Result<(usize, String)> {
         let event = |outcome, reason: String, details| {
             super::keys::event(
                 p,
@@ -249,14 +276,16 @@ impl Core {
                 details,
             )
         };
-        match self.policy.reload() {
-            Ok((n, digest)) => {
+        match self.policy.load_candidate() {
+            Ok(candidate) => {
+                let (n, digest) = (candidate.policy_count(), candidate.digest().to_owned());
                 audit::record(
                     &self.store,
                     &event(Outcome::Success, String::new(), json!({ "policies": n, "digest": digest })),
                 )
                 .await
                 .map_err(Error::AuditUnavailable)?;
+                self.policy.install(candidate);
                 tracing::info!(policies = n, digest, "policies reloaded");
                 Ok((n, digest))
             }
@@ -281,8 +310,21 @@ impl Core {
 }
 
 /// The plan among `plans` covering card `identifier`: an error naming the
-/// card when none does, or when the one that does is not usable now.
-pub fn plan_for<'a>(plans: &'a [PlanRecord], tenant: &str, profile: &str, identifier: &str) -> Result<&'a PlanRecord> {
+/// card when none does, or when the one that does is not usable now. A card
+/// with no identifier (a profile diversified from the city factor only)
+/// cannot be held to a plan and is refused.
+pub fn plan_for<'a>(
+    plans: &'a [PlanRecord],
+    tenant: &str,
+    profile: &str,
+    identifier: Option<&str>,
+) -> Result<&'a PlanRecord> {
+    let Some(identifier) = identifier else {
+        return Err(Error::FailedPrecondition(format!(
+            "profile {profile} derives from no card identifier a production plan can range over; \
+             it cannot be used while plans are required"
+        )));
+    };
     let now = now_secs();
     let Some(plan) = plans.iter().find(|p| p.covers(identifier)) else {
         return Err(Error::OutsidePlan(format!(

@@ -412,15 +412,12 @@ impl KeyService for KeyApi {
             .handle("KeyService/DeriveCardKeys", request, |core, principal, req| async move {
                 let dreq = derive_request(req.profile, req.transport_key, req.master_key_versions)?;
                 let input = card_input(req.card)?;
-                let card_id = [&input.asn, &input.kdd, &input.pan, &input.uid]
-                    .into_iter()
-                    .find(|s| !s.is_empty())
-                    .map(|s| s.trim().to_ascii_uppercase())
-                    .unwrap_or_default();
+                // why: no card identifier here: which cards a tenant may
+                // have is the production plans' job (checked on the form
+                // the keys are derived from, per card, batches included).
                 let context = [
                     ("batch", ContextValue::Bool(false)),
                     ("transport_key", ContextValue::Str(dreq.transport.name.as_str().to_owned())),
-                    ("card_id", ContextValue::Str(card_id)),
                 ];
                 let proof = core
                     .authorize_in::<authz::DeriveCardKeys>(
