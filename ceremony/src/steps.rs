@@ -1513,30 +1513,20 @@ impl<'a> Runner<'a> {
             format!("Officers who authenticated: {}", s.officers.iter().cloned().collect::<Vec<_>>().join(", ")),
         );
         line(&mut t, String::new());
-        line(&mut t, "Steps:".into());
-        for x in &s.steps {
-            line(&mut t, format!("  {x}"));
-        }
-        line(&mut t, "Keys and check values:".into());
-        for x in &s.keys {
-            line(&mut t, format!("  {x}"));
-        }
-        if !s.certificates.is_empty() {
-            line(&mut t, "Certificates and CRLs:".into());
-            for x in &s.certificates {
-                line(&mut t, format!("  {x}"));
-            }
-        }
-        if !s.backups.is_empty() {
-            line(&mut t, "Backups:".into());
-            for x in &s.backups {
-                line(&mut t, format!("  {x}"));
-            }
-        }
-        if !s.warnings.is_empty() {
-            line(&mut t, "Warnings:".into());
-            for x in &s.warnings {
-                line(&mut t, format!("  {x}"));
+        // Steps and keys are always listed (even empty); the rest only when
+        // the ceremony had some.
+        for (title, items, always) in [
+            ("Steps:", &s.steps, true),
+            ("Keys and check values:", &s.keys, true),
+            ("Certificates and CRLs:", &s.certificates, false),
+            ("Backups:", &s.backups, false),
+            ("Warnings:", &s.warnings, false),
+        ] {
+            if always || !items.is_empty() {
+                line(&mut t, title.into());
+                for x in items {
+                    line(&mut t, format!("  {x}"));
+                }
             }
         }
         line(&mut t, String::new());

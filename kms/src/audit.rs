@@ -242,37 +242,10 @@ pub async fn read_range(store: &Store, from: i64, to: i64) -> Result<Vec<AuditRe
     rows.iter().map(row_to_record).collect()
 }
 
-/// What is wrong with the chain, at the first place it is wrong.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "problem", rename_all = "snake_case")]
-pub enum ChainFault {
-    /// A record's fields do not match its hash (edited).
-    Edited {
-        /// The record.
-        seq: i64,
-    },
-    /// A record does not point at its predecessor's hash (reordered or a
-    /// predecessor edited along with its hash).
-    BrokenLink {
-        /// The record whose `prev_hash` does not match.
-        seq: i64,
-    },
-    /// A sequence number is missing (removed).
-    Missing {
-        /// The expected sequence number.
-        expected: i64,
-        /// The one found instead.
-        found: i64,
-    },
-    /// The head row does not match the last record (tail removed or head
-    /// tampered with).
-    HeadMismatch {
-        /// Sequence number in the head row.
-        head_seq: i64,
-        /// Last record's sequence number.
-        last_seq: i64,
-    },
-}
+/// What is wrong with the chain, at the first place it is wrong: the
+/// chain's part of [`verify::AuditFault`] (edited, broken link, missing,
+/// head mismatch), one type for both walks.
+pub use verify::AuditFault as ChainFault;
 
 /// The result of a walk over the chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -22,7 +22,7 @@
 use serde::Serialize;
 
 use super::checkpoint::{self, Checkpoint, Rejection, TrustedKey};
-use super::{AuditRecord, ChainFault, GENESIS_HASH, RECORD_COLUMNS, row_to_record};
+use super::{AuditRecord, GENESIS_HASH, RECORD_COLUMNS, row_to_record};
 use crate::store::{Store, StoreError};
 
 /// Records and checkpoints read per database round trip.
@@ -97,17 +97,6 @@ pub enum AuditFault {
         /// The checkpoint came from the auditor.
         external: bool,
     },
-}
-
-impl From<ChainFault> for AuditFault {
-    fn from(f: ChainFault) -> Self {
-        match f {
-            ChainFault::Edited { seq } => AuditFault::Edited { seq },
-            ChainFault::BrokenLink { seq } => AuditFault::BrokenLink { seq },
-            ChainFault::Missing { expected, found } => AuditFault::Missing { expected, found },
-            ChainFault::HeadMismatch { head_seq, last_seq } => AuditFault::HeadMismatch { head_seq, last_seq },
-        }
-    }
 }
 
 impl AuditFault {
@@ -243,13 +232,13 @@ fn check_checkpoint(
 }
 
 /// The link checks of one record.
-pub(crate) fn check_link(r: &AuditRecord, expected_seq: i64, prev_hash: &str) -> Option<ChainFault> {
+pub(crate) fn check_link(r: &AuditRecord, expected_seq: i64, prev_hash: &str) -> Option<AuditFault> {
     if r.seq != expected_seq {
-        Some(ChainFault::Missing { expected: expected_seq, found: r.seq })
+        Some(AuditFault::Missing { expected: expected_seq, found: r.seq })
     } else if r.compute_hash() != r.hash {
-        Some(ChainFault::Edited { seq: r.seq })
+        Some(AuditFault::Edited { seq: r.seq })
     } else if r.prev_hash != prev_hash {
-        Some(ChainFault::BrokenLink { seq: r.seq })
+        Some(AuditFault::BrokenLink { seq: r.seq })
     } else {
         None
     }
@@ -306,7 +295,7 @@ pub async fn verify(
         let mut checkpoints = checkpoints.into_iter().peekable();
         for r in &records {
             if let Some(f) = check_link(r, expected, &prev_hash) {
-                verdict.fault = Some(f.into());
+                verdict.fault = Some(f);
                 break 'walk;
             }
             while let Some(c) = checkpoints.next_if(|c| c.seq <= r.seq) {
@@ -406,7 +395,7 @@ pub async fn segment(store: &Store, from_seq: i64, prev_hash: &str, to_seq: i64)
         }
         for r in &records {
             if let Some(f) = check_link(r, expected, &prev) {
-                return Ok(Segment::Broken(f.into()));
+                return Ok(Segment::Broken(f));
             }
             expected += 1;
             prev = r.hash.clone();

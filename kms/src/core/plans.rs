@@ -195,8 +195,11 @@ impl Core {
         let now = now_secs();
         let mut out = Vec::new();
         let mut next = String::new();
-        // State is computed, so pages are filled by reading on.
-        loop {
+        // State is computed, so pages are filled by reading on, at most
+        // MAX_SCANNED_PAGES reads per call: a short page with a token means
+        // "go on from here".
+        const MAX_SCANNED_PAGES: usize = 10;
+        for scanned in 1..=MAX_SCANNED_PAGES {
             let page = plans::list(&self.store, &filter).await?;
             let last = page.last().map(|r| r.id.clone());
             let full = page.len() as u32 == filter.limit;
@@ -210,6 +213,7 @@ impl Core {
                 }
             }
             match last {
+                Some(l) if full && scanned == MAX_SCANNED_PAGES => return Ok((out, l)),
                 Some(l) if full => filter.after = l,
                 _ => break,
             }
